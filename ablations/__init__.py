@@ -1,0 +1,1 @@
+"""The original README's ablation entry points (no_constraint, node2)."""

@@ -1,0 +1,111 @@
+"""One configuration object for a training run; it is what ``config.json`` stores."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+from keycld.data import CONTROLS, INIT_MODES, DatasetConfig
+from keycld.model.integrators import SOLVERS
+from keycld.tasks import ENVIRONMENTS
+
+MODELS = ("keycld", "no_constraint", "node2", "fc")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of a KeyCLD run (defaults = the paper's configuration).
+
+    Attributes (units): learning_rate for encoder/renderer (the dynamics nets use 0.2×);
+    dynamics_weight, bce_weight multiply the loss terms; num_predicted_steps n of the
+    multi-step dynamics loss; sigma of the Gaussian maps in image units.
+    max_steps_per_epoch limits the training sequences seen per epoch (None: all).
+    """
+
+    environment: str = "pendulum"
+    init_mode: str = "random"
+    control: str = "yes"
+    model: str = "keycld"
+    batch_size: int = 1
+    dynamics_weight: float = 1.0
+    bce_weight: float = 1.0
+    solver: str = "euler"
+    learning_rate: float = 3e-4
+    num_epochs: int = 40
+    num_hidden_dim: int = 32
+    num_predicted_steps: int = 4
+    seed: int = 0
+    num_runs: int = 500
+    num_frames: int = 50
+    sigma: float = 0.1
+    augment: bool = True
+    max_steps_per_epoch: int | None = None
+    grad_clip: float = 5.0
+    dynamics_lr_factor: float = 0.2
+    preset: str | None = None
+
+    def __post_init__(self):
+        _check_choice("environment", self.environment, ENVIRONMENTS)
+        _check_choice("init_mode", self.init_mode, INIT_MODES)
+        _check_choice("control", self.control, CONTROLS)
+        _check_choice("model", self.model, MODELS)
+        _check_choice("solver", self.solver, SOLVERS)
+        for name in ("batch_size", "num_epochs", "num_hidden_dim", "num_predicted_steps", "num_runs",
+                     "num_frames"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("dynamics_weight", "bce_weight"):
+            v = getattr(self, name)
+            if not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        for name in ("learning_rate", "sigma", "grad_clip", "dynamics_lr_factor"):
+            v = getattr(self, name)
+            if not math.isfinite(v) or v <= 0:
+                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+        if self.num_hidden_dim < 8 and self.model != "fc":
+            raise ValueError(f"num_hidden_dim must be >= 8 (GroupNorm(8)), got {self.num_hidden_dim}")
+        if self.num_predicted_steps > self.num_frames - 3:
+            raise ValueError(f"num_predicted_steps must be <= num_frames - 3 = {self.num_frames - 3}, "
+                             f"got {self.num_predicted_steps}")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch <= 0:
+            raise ValueError(f"max_steps_per_epoch must be positive, got {self.max_steps_per_epoch}")
+        self.dataset_config()  # validates control vs environment
+
+    def dataset_config(self) -> DatasetConfig:
+        return DatasetConfig(self.environment, self.init_mode, self.control, self.num_runs, self.num_frames)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)}; allowed: {sorted(known)}")
+        return cls(**d)
+
+    def save(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TrainConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _check_choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
+
+
+# Presets override the paper's defaults. "cpu": a usable model on a 2-core CPU within an hour.
+PRESETS: dict[str, dict] = {
+    "paper": {},
+    "cpu": dict(num_hidden_dim=16, num_epochs=10),
+}

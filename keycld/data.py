@@ -1,0 +1,427 @@
+"""KeyCLD datasets: generation (parallel, deterministic), caching and loading.
+
+A dataset is ``num_runs`` sequences of ``num_frames`` 64×64 RGB frames of one of the paper's
+tasks (``keycld.tasks``), made exactly as the paper made them:
+
+* run ``i`` uses seed ``first_seed + i`` and one ``numpy.random.RandomState(seed)`` for
+  everything, in this order: (1) the task's ``random``; (2) a constant action
+  ``uniform(-2, 2, A)``; (3) unless control is "no", one ``rand()``: below 0.2 the action is
+  zeroed; for "underactuated" the second action is then zeroed too; for control "no" the
+  action is zero and nothing is drawn; (4) ``env.reset()``; (5) for init "random", joint
+  positions ``uniform(qpos_low, qpos_high)`` then velocities ``uniform(-0.1, 0.1, nv)``,
+  written inside the physics' reset context.
+* A frame (and the time, qpos, qvel) is recorded after every ``env.step(action)``.
+* The last ``num_runs // 10`` runs (50 of 500) are the validation split.
+
+On disk a dataset is a compressed ``data.npz`` (uint8 frames) plus ``manifest.json`` holding the
+generation parameters and the SHA-256 of the npz. Both are written atomically. A cache whose
+hash or contents do not check out is reported (with its path) and regenerated.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import fcntl
+import hashlib
+import json
+import multiprocessing
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from keycld.tasks import ENVIRONMENTS, TASK_SPECS, check_environment
+
+INIT_MODES = ("random", "rest")
+CONTROLS = ("no", "underactuated", "yes")
+FORMAT_VERSION = 1
+GRID_SIZE = 16
+_ARRAY_KEYS = ("frames", "qpos", "qvel", "time", "action", "seed")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetConfig:
+    """Parameters that fully determine a dataset (and its cache entry)."""
+
+    environment: str
+    init_mode: str = "random"
+    control: str = "yes"
+    num_runs: int = 500
+    num_frames: int = 50
+    first_seed: int = 0
+
+    def __post_init__(self):
+        validate_config(self)
+
+    @property
+    def name(self) -> str:
+        return (f"{self.environment}-{self.init_mode}-{self.control}"
+                f"-r{self.num_runs}-f{self.num_frames}-s{self.first_seed}-v{FORMAT_VERSION}")
+
+    @property
+    def num_val(self) -> int:
+        """Number of validation runs: the last tenth (50 of 500), at least 1."""
+        return max(1, self.num_runs // 10) if self.num_runs > 1 else 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def validate_config(cfg: DatasetConfig) -> None:
+    """Raise ValueError naming the bad value and the allowed ones."""
+    check_environment(cfg.environment)
+    if cfg.init_mode not in INIT_MODES:
+        raise ValueError(f"unknown init_mode {cfg.init_mode!r}; allowed: {', '.join(INIT_MODES)}")
+    if cfg.control not in CONTROLS:
+        raise ValueError(f"unknown control {cfg.control!r}; allowed: {', '.join(CONTROLS)}")
+    if cfg.control == "underactuated" and TASK_SPECS[cfg.environment].num_actions < 2:
+        raise ValueError(
+            f"control 'underactuated' needs two actuators; {cfg.environment!r} has one "
+            "(allowed for pendulum: no, yes)")
+    for field in ("num_runs", "num_frames"):
+        value = getattr(cfg, field)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            raise ValueError(f"{field} must be a positive integer, got {value!r}")
+    if cfg.num_frames < 3:
+        raise ValueError(f"num_frames must be at least 3 (central differences), got {cfg.num_frames}")
+    if not isinstance(cfg.first_seed, (int, np.integer)) or cfg.first_seed < 0:
+        raise ValueError(f"first_seed must be a non-negative integer, got {cfg.first_seed!r}")
+
+
+def default_cache_dir() -> Path:
+    """``$KEYCLD_CACHE`` if set, else ``~/.cache/keycld``."""
+    env = os.environ.get("KEYCLD_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "keycld"
+
+
+def check_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
+    """Create ``cache_dir`` if needed and prove it writable, else raise ValueError."""
+    path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
+            pass
+    except OSError as err:
+        raise ValueError(f"cache dir {str(path)!r} is not writable: {err}") from None
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation
+# ---------------------------------------------------------------------------------------------
+_ENV_CACHE: dict[str, object] = {}
+
+
+def _task_env(environment: str):
+    """One dm_control environment per process and system, reused across runs.
+
+    Rebuilding per run (as the paper's code does) gives the same numbers: the RandomState
+    handed to the task is only stored at construction, and ``reset`` calls ``mj_resetData``.
+    """
+    if environment not in _ENV_CACHE:
+        from keycld.tasks import load_task
+        _ENV_CACHE[environment] = load_task(environment)
+    return _ENV_CACHE[environment]
+
+
+def generate_run(environment: str, init_mode: str, control: str, seed: int, num_frames: int,
+                 fresh_env: bool = False) -> dict[str, np.ndarray]:
+    """Simulate one run and return its arrays (see module docstring for the protocol).
+
+    Returns:
+        frames (T, 64, 64, 3) uint8; qpos, qvel (T, nq) float64; time (T,) float64;
+        action (A,) float64.
+    """
+    from keycld.tasks import load_task, render, set_state
+
+    spec = TASK_SPECS[environment]
+    rs = np.random.RandomState(seed)
+    if fresh_env:
+        env = load_task(environment, random=rs)
+    else:
+        env = _task_env(environment)
+        env.task._random = rs  # same effect as passing `random=rs` at construction
+    action = rs.uniform(-2.0, 2.0, env.action_spec().shape)
+    if control == "no":
+        action = np.zeros_like(action)
+    elif rs.rand() < 0.2:
+        action = np.zeros_like(action)
+    if control == "underactuated":
+        action[1] = 0.0
+    env.reset()
+    physics = env.physics
+    if init_mode == "random":
+        qpos = rs.uniform(spec.qpos_low, spec.qpos_high)
+        qvel = rs.uniform(-spec.qvel_scale, spec.qvel_scale, physics.model.nv)
+        set_state(physics, qpos, qvel)
+    frames = np.empty((num_frames, 64, 64, 3), np.uint8)
+    nq, nv = physics.model.nq, physics.model.nv
+    qpos_t, qvel_t, time_t = np.empty((num_frames, nq)), np.empty((num_frames, nv)), np.empty(num_frames)
+    for t in range(num_frames):
+        env.step(action)
+        frames[t] = render(physics)
+        qpos_t[t], qvel_t[t], time_t[t] = physics.data.qpos, physics.data.qvel, physics.data.time
+    return dict(frames=frames, qpos=qpos_t, qvel=qvel_t, time=time_t, action=action)
+
+
+def _worker_init() -> None:
+    # One llvmpipe thread per process: the processes are the parallelism (DESIGN.md §5).
+    os.environ["LP_NUM_THREADS"] = "1"
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def _generate_chunk(cfg_dict: dict, seeds: list[int]) -> list[dict[str, np.ndarray]]:
+    cfg = DatasetConfig(**cfg_dict)
+    return [generate_run(cfg.environment, cfg.init_mode, cfg.control, s, cfg.num_frames)
+            for s in seeds]
+
+
+def potential_grid(environment: str) -> tuple[np.ndarray, np.ndarray]:
+    """Frames and joint positions of a 16×16 grid of resting states, for potential plots.
+
+    pendulum: 256 angles in [-π, π) in row-major order; cartpole: cart in [-1.5, 1.5] ×
+    angle in [-π, π); acrobot: shoulder × elbow angles in [-π, π).
+
+    Returns:
+        frames (16, 16, 64, 64, 3) uint8 and qpos (16, 16, nq) float64.
+    """
+    from keycld.tasks import render, set_state
+
+    env = _task_env(environment)
+    env.reset()
+    physics = env.physics
+    angles = np.linspace(-np.pi, np.pi, GRID_SIZE, endpoint=False)
+    if environment == "pendulum":
+        qpos = np.linspace(-np.pi, np.pi, GRID_SIZE ** 2, endpoint=False).reshape(GRID_SIZE, GRID_SIZE, 1)
+    else:
+        first = np.linspace(-1.5, 1.5, GRID_SIZE) if environment == "cartpole" else angles
+        qpos = np.stack(np.meshgrid(first, angles, indexing="ij"), axis=-1)
+    frames = np.empty((GRID_SIZE, GRID_SIZE, 64, 64, 3), np.uint8)
+    for i in range(GRID_SIZE):
+        for j in range(GRID_SIZE):
+            set_state(physics, qpos[i, j], np.zeros(physics.model.nv))
+            frames[i, j] = render(physics)
+    return frames, qpos
+
+
+def generate(cfg: DatasetConfig, workers: int | None = None, progress: bool = True) -> dict[str, np.ndarray]:
+    """Generate the arrays of a dataset, in parallel across ``workers`` processes.
+
+    The result does not depend on ``workers``: every run owns its RandomState.
+    """
+    from tqdm.auto import tqdm
+
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.num_runs))
+    chunk = max(1, min(8, cfg.num_runs // (4 * workers) or 1))
+    chunks = [seeds[i:i + chunk] for i in range(0, len(seeds), chunk)]
+    results: list[list[dict]] = [None] * len(chunks)  # type: ignore[list-item]
+    bar = tqdm(total=cfg.num_runs, desc=f"generating {cfg.name}", unit="run", disable=not progress)
+    if workers == 1:
+        for k, c in enumerate(chunks):
+            results[k] = _generate_chunk(cfg.to_dict(), c)
+            bar.update(len(c))
+        grid = potential_grid(cfg.environment)
+    else:
+        ctx = multiprocessing.get_context("spawn")  # no EGL context is inherited through fork
+        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
+            grid_future = pool.submit(potential_grid, cfg.environment)
+            futures = {pool.submit(_generate_chunk, cfg.to_dict(), c): k for k, c in enumerate(chunks)}
+            for fut in cf.as_completed(futures):
+                results[futures[fut]] = fut.result()
+                bar.update(len(chunks[futures[fut]]))
+            grid = grid_future.result()
+    bar.close()
+    runs = [r for chunk_runs in results for r in chunk_runs]
+    arrays = {k: np.stack([r[k] for r in runs]) for k in ("frames", "qpos", "qvel", "time", "action")}
+    arrays["seed"] = np.asarray(seeds, np.int64)
+    arrays["grid_frames"], arrays["grid_qpos"] = grid
+    n_train = cfg.num_runs - cfg.num_val
+    arrays["epsilon"] = np.float64(vpt_epsilon(arrays["frames"][:max(n_train, 1)]))
+    return arrays
+
+
+def vpt_epsilon(frames: np.ndarray, chunk: int = 32) -> float:
+    """VPT threshold: mean squared error of the mean image against every frame.
+
+    Args:
+        frames: (R, T, 64, 64, 3) uint8 (values scaled to [0, 1] here).
+    """
+    n = frames.shape[0] * frames.shape[1]
+    flat = frames.reshape(n, -1)
+    mean = np.zeros(flat.shape[1])
+    for i in range(0, n, chunk * 50):
+        mean += flat[i:i + chunk * 50].sum(0, dtype=np.float64)
+    mean /= n * 255.0
+    sq = 0.0
+    for i in range(0, n, chunk * 50):
+        d = flat[i:i + chunk * 50] / 255.0 - mean
+        sq += float(np.square(d).sum())
+    return sq / flat.size
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache
+# ---------------------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(file_obj)`` on a temporary file next to ``path``, then rename it over."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_cache(directory: Path, cfg: DatasetConfig, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``data.npz`` then ``manifest.json`` (with the npz hash) atomically."""
+    import dm_control
+    import mujoco
+
+    directory.mkdir(parents=True, exist_ok=True)
+    npz = directory / "data.npz"
+    _atomic_write(npz, lambda f: np.savez_compressed(f, **arrays))
+    manifest = dict(format=FORMAT_VERSION, config=cfg.to_dict(), sha256=_sha256(npz),
+                    epsilon=float(arrays["epsilon"]), dm_control=getattr(dm_control, "__version__", "?"),
+                    mujoco=mujoco.__version__)
+    _atomic_write(directory / "manifest.json",
+                  lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+
+
+class CacheError(Exception):
+    """A cache entry is missing, corrupt or does not match its manifest."""
+
+
+def read_cache(directory: Path, cfg: DatasetConfig) -> dict[str, np.ndarray]:
+    """Load a verified cache entry; raise CacheError (naming the path) if it does not check out."""
+    npz, man = directory / "data.npz", directory / "manifest.json"
+    if not npz.exists() or not man.exists():
+        raise CacheError(f"no complete cache at {directory}")
+    try:
+        manifest = json.loads(man.read_text())
+    except (OSError, ValueError) as err:
+        raise CacheError(f"unreadable manifest {man}: {err}") from None
+    if manifest.get("format") != FORMAT_VERSION or manifest.get("config") != cfg.to_dict():
+        raise CacheError(f"manifest {man} does not match the requested dataset")
+    if _sha256(npz) != manifest.get("sha256"):
+        raise CacheError(f"content hash mismatch for {npz} (corrupt or truncated)")
+    try:
+        with np.load(npz, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as err:  # zipfile/zlib/ValueError on damaged files
+        raise CacheError(f"failed to load {npz}: {err}") from None
+    return arrays
+
+
+@dataclasses.dataclass
+class Dataset:
+    """A loaded dataset. Frames stay uint8 in memory; ``float_frames`` scales to [0, 1].
+
+    Attributes:
+        config: the generation parameters.
+        frames: (R, T, 64, 64, 3) uint8.
+        qpos, qvel: (R, T, nq) float64 ground truth (angles in rad, cart in m).
+        time: (R, T) seconds since reset.
+        action: (R, A) the constant action of each run (dataset units, within ±2).
+        seed: (R,) per-run seeds.
+        grid_frames: (16, 16, 64, 64, 3) uint8, grid_qpos: (16, 16, nq) resting-state grid.
+        epsilon: VPT threshold (pixel MSE of the mean training image).
+    """
+
+    config: DatasetConfig
+    frames: np.ndarray
+    qpos: np.ndarray
+    qvel: np.ndarray
+    time: np.ndarray
+    action: np.ndarray
+    seed: np.ndarray
+    grid_frames: np.ndarray
+    grid_qpos: np.ndarray
+    epsilon: float
+
+    @property
+    def dt(self) -> float:
+        return TASK_SPECS[self.config.environment].dt
+
+    def split(self, name: str) -> "Dataset":
+        """The ``"train"`` (first runs) or ``"val"`` (last ``num_val`` runs) split, or ``"all"``."""
+        n_val = self.config.num_val
+        n = self.frames.shape[0]
+        if name == "train":
+            sl = slice(0, n - n_val)
+        elif name == "val":
+            sl = slice(n - n_val, n)
+        elif name == "all":
+            sl = slice(0, n)
+        else:
+            raise ValueError(f"unknown split {name!r}; allowed: train, val, all")
+        return dataclasses.replace(self, frames=self.frames[sl], qpos=self.qpos[sl], qvel=self.qvel[sl],
+                                   time=self.time[sl], action=self.action[sl], seed=self.seed[sl])
+
+    def __len__(self) -> int:
+        return self.frames.shape[0]
+
+    @staticmethod
+    def float_frames(frames: np.ndarray) -> np.ndarray:
+        """uint8 frames -> float32 in [0, 1]."""
+        return frames.astype(np.float32) / 255.0
+
+    def iter_batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Shuffled (frames uint8 (B, T, 64, 64, 3), actions (B, A)) batches; drops the remainder."""
+        order = rng.permutation(len(self))
+        for i in range(0, len(order) - batch_size + 1, batch_size):
+            idx = np.sort(order[i:i + batch_size])
+            yield self.frames[idx], self.action[idx].astype(np.float32)
+
+
+def _from_arrays(cfg: DatasetConfig, arrays: dict[str, np.ndarray]) -> Dataset:
+    return Dataset(config=cfg, epsilon=float(arrays["epsilon"]),
+                   **{k: arrays[k] for k in (*_ARRAY_KEYS, "grid_frames", "grid_qpos")})
+
+
+def load_dataset(cfg: DatasetConfig, cache_dir: str | os.PathLike | None = None,
+                 workers: int | None = None, progress: bool = True) -> Dataset:
+    """Load ``cfg`` from the cache, generating (and caching) it first if needed.
+
+    Concurrent callers serialise on a lock file, so two processes asking for the same dataset
+    generate it once and both get the same valid cache. A corrupt entry is reported with its
+    path (a ``UserWarning``) and regenerated.
+    """
+    root = check_cache_dir(cache_dir)
+    directory = root / cfg.name
+    try:
+        return _from_arrays(cfg, read_cache(directory, cfg))
+    except CacheError as err:
+        if (directory / "manifest.json").exists() or (directory / "data.npz").exists():
+            warnings.warn(f"regenerating dataset: {err}", stacklevel=2)
+    with open(root / f".{cfg.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _from_arrays(cfg, read_cache(directory, cfg))
+        except CacheError:
+            pass
+        arrays = generate(cfg, workers=workers, progress=progress)
+        write_cache(directory, cfg, arrays)
+    return _from_arrays(cfg, arrays)
+
+
+__all__ = ["DatasetConfig", "Dataset", "load_dataset", "generate", "generate_run", "default_cache_dir",
+           "vpt_epsilon", "potential_grid", "ENVIRONMENTS", "INIT_MODES", "CONTROLS", "CacheError"]

@@ -1,0 +1,65 @@
+"""Valid prediction time (VPT) and other evaluation of a trained model.
+
+VPT of a sequence: the number of predicted frames (frames 2 … T−1, from the state encoded on
+frames 0–2) before the per-frame pixel MSE first exceeds the dataset's ε; T−2 if never.
+"""
+from __future__ import annotations
+
+import json
+import os
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from keycld.model.keycld import KeyCLD
+
+
+def vpt_from_mse(mse: jnp.ndarray, epsilon: float) -> jnp.ndarray:
+    """(..., F) per-frame MSE -> (...,) frames before the first MSE > ε (F if none)."""
+    over = mse > epsilon
+    return jnp.where(over.any(-1), jnp.argmax(over, axis=-1), mse.shape[-1])
+
+
+@partial(jax.jit, static_argnums=0)
+def _predict_mse(model: KeyCLD, params, frames_u8, action):
+    images = frames_u8.astype(jnp.float32) / 255.0
+    pred, xs = model.predict(params, images, action)
+    mse = jnp.mean((pred - images[2:]) ** 2, axis=(1, 2, 3))
+    return mse, xs
+
+
+def prediction_errors(model: KeyCLD, params, frames: np.ndarray, actions: np.ndarray):
+    """Per-frame MSE (R, T−2) and predicted keypoints (R, T−2, 2K) for R sequences (uint8 frames)."""
+    out = [_predict_mse(model, params, jnp.asarray(f), jnp.asarray(a, jnp.float32))
+           for f, a in zip(frames, actions)]
+    return np.stack([np.asarray(m) for m, _ in out]), np.stack([np.asarray(x) for _, x in out])
+
+
+def vpt_stats(vpt: np.ndarray) -> dict:
+    return dict(mean=float(np.mean(vpt)), std=float(np.std(vpt)), median=float(np.median(vpt)),
+                n=int(vpt.size), max_frames=None)
+
+
+def evaluate_vpt(model: KeyCLD, params, dataset) -> dict:
+    """VPT statistics over every sequence of ``dataset`` (a ``keycld.data.Dataset`` split)."""
+    mse, xs = prediction_errors(model, params, dataset.frames, dataset.action)
+    vpt = np.asarray(vpt_from_mse(jnp.asarray(mse), dataset.epsilon))
+    stats = vpt_stats(vpt)
+    stats["max_frames"] = int(mse.shape[1])
+    stats["epsilon"] = float(dataset.epsilon)
+    stats["per_sequence"] = vpt.tolist()
+    if model.dynamics.constrained or model.model in ("keycld", "no_constraint", "fc"):
+        res = np.abs(np.asarray(jax.vmap(jax.vmap(model.dynamics.constraint_residual))(jnp.asarray(xs))))
+        stats["constraint_residual"] = dict(mean=float(res.mean()), max=float(res.max()),
+                                            median=float(np.median(res)))
+    return stats
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)

@@ -1,0 +1,61 @@
+"""KeyCLD training loss for one image sequence (DESIGN.md §2).
+
+total = reconstruction + dynamics_weight · dynamics + bce_weight · BCE, where
+* reconstruction: squared pixel error of the rendered encoded keypoints, summed per frame,
+  averaged over frames;
+* dynamics: from every start frame s = 1 … T−1−n, integrate n steps from the central-difference
+  state (ẋ projected on the constraint tangent space) and sum the squared keypoint errors
+  against the encoded keypoints of frames s+1 … s+n; averaged over starts;
+* BCE: heatmaps normalised to peak 1 against stop-gradient Gaussian maps of their keypoints,
+  averaged over pixels, keypoints and frames (heatmap models only).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from keycld.model.keycld import KeyCLD
+from keycld.model.keypoints import central_differences, gaussian_maps
+
+
+def dynamics_loss(model: KeyCLD, params, kp: jnp.ndarray, action: jnp.ndarray, n: int) -> jnp.ndarray:
+    """Multi-step prediction error for encoded keypoints kp (T, 2K)."""
+    t = kp.shape[0]
+    x, xd = central_differences(kp, model.dt)  # frames 1..T-2
+    starts = t - 1 - n
+    x0, xd0 = x[:starts], xd[:starts]
+    xd0 = jax.vmap(model.dynamics.project_velocity)(x0, xd0)
+    pred, _ = jax.vmap(lambda a, b: model.rollout(params, a, b, action, n))(x0, xd0)  # (S, n, 2K)
+    # x[i] is frame i+1, so start i is compared with frames i+2 .. i+n+1
+    target = kp[jnp.arange(starts)[:, None] + jnp.arange(2, n + 2)[None, :]]
+    return jnp.mean(jnp.sum((pred - target) ** 2, axis=(1, 2)))
+
+
+def heatmap_bce(probs: jnp.ndarray, kp: jnp.ndarray, sigma: float) -> jnp.ndarray:
+    """BCE of peak-normalised heatmaps (T, H, W, K) vs Gaussian maps of kp (T, 2K)."""
+    heat = probs / (jnp.max(probs, axis=(1, 2), keepdims=True) + 1e-12)
+    heat = jnp.clip(heat, 1e-6, 1 - 1e-6)
+    target = jax.lax.stop_gradient(gaussian_maps(kp, sigma))
+    return -jnp.mean(target * jnp.log(heat) + (1 - target) * jnp.log(1 - heat))
+
+
+def sequence_loss(model: KeyCLD, params, frames_u8: jnp.ndarray, action: jnp.ndarray, key: jax.Array,
+                  num_predicted_steps: int, dynamics_weight: float, bce_weight: float,
+                  augment: bool = True) -> tuple[jnp.ndarray, dict]:
+    """Loss of one sequence.
+
+    Args:
+        frames_u8: (T, 64, 64, 3) uint8; action: (A,) dataset units; key: augmentation key.
+    Returns:
+        (total loss, dict of the terms).
+    """
+    images = frames_u8.astype(jnp.float32) / 255.0
+    t = images.shape[0]
+    transform = jax.random.randint(key, (t,), 0, 8) if (augment and model.heatmaps) else None
+    kp, probs = model.encode(params, images, transform)
+    recon = model.render(params, kp)
+    rec = jnp.sum((recon - images) ** 2) / t
+    dyn = dynamics_loss(model, params, kp, action, num_predicted_steps)
+    bce = heatmap_bce(probs, kp, model.sigma) if probs is not None else jnp.zeros(())
+    total = rec + dynamics_weight * dyn + bce_weight * bce
+    return total, {"loss": total, "reconstruction": rec, "dynamics": dyn, "bce": bce}

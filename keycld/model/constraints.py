@@ -1,0 +1,62 @@
+"""Known holonomic constraints Φ(x) = 0 in keypoint image coordinates (DESIGN.md §4).
+
+Lengths are in image units and hold for the paper's camera placement only. Keypoint order is
+learned; the constraints decide which keypoint is which (e.g. cartpole keypoint 1 = cart).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+Constraint = Callable[[jnp.ndarray], jnp.ndarray]
+
+
+def _norm(v: jnp.ndarray) -> jnp.ndarray:
+    # sqrt with a safe gradient at 0 (the constraints are never evaluated at a singular point
+    # on purpose, but random initial keypoints can be anywhere)
+    return jnp.sqrt(jnp.sum(v * v) + 1e-12)
+
+
+def pendulum(x: jnp.ndarray) -> jnp.ndarray:
+    """(2,) -> (1,): the bob stays on a circle of radius 0.5 about the image centre."""
+    return jnp.array([_norm(x[0:2]) - 0.5])
+
+
+def cartpole(x: jnp.ndarray) -> jnp.ndarray:
+    """(4,) -> (2,): cart on the rail (y₁ = 0); pole length ‖p₁ − p₂‖ = 0.5."""
+    return jnp.array([x[1], _norm(x[0:2] - x[2:4]) - 0.5])
+
+
+def acrobot(x: jnp.ndarray) -> jnp.ndarray:
+    """(4,) -> (2,): ‖p₁‖ = 0.3 (upper arm about the centre), ‖p₁ − p₂‖ = 0.3 (lower arm)."""
+    return jnp.array([_norm(x[0:2]) - 0.3, _norm(x[0:2] - x[2:4]) - 0.3])
+
+
+CONSTRAINTS: dict[str, Constraint] = {"pendulum": pendulum, "cartpole": cartpole, "acrobot": acrobot}
+
+
+def jacobian(phi: Constraint, x: jnp.ndarray) -> jnp.ndarray:
+    """D = ∂Φ/∂x, shape (C, 2K)."""
+    return jax.jacfwd(phi)(x)
+
+
+def curvature(phi: Constraint, x: jnp.ndarray, xd: jnp.ndarray) -> jnp.ndarray:
+    """(∂²Φ/∂x²)[ẋ, ẋ] = d/dt(D ẋ) at fixed ẋ, shape (C,)."""
+    d_xd = lambda y: jax.jvp(phi, (y,), (xd,))[1]
+    return jax.jvp(d_xd, (x,), (xd,))[1]
+
+
+def project_velocity(phi: Constraint, x: jnp.ndarray, xd: jnp.ndarray) -> jnp.ndarray:
+    """ẋ − D⁺ D ẋ: the velocity's component in the constraint tangent space, shape (2K,)."""
+    d = jacobian(phi, x)
+    return xd - d.T @ jnp.linalg.solve(d @ d.T, d @ xd)
+
+
+def project_position(phi: Constraint, x: jnp.ndarray, iterations: int = 3) -> jnp.ndarray:
+    """Gauss–Newton steps x ← x − D⁺ Φ(x) back onto Φ(x) = 0 (minimal-norm correction)."""
+    def body(_, y):
+        d = jacobian(phi, y)
+        return y - d.T @ jnp.linalg.solve(d @ d.T, phi(y))
+    return jax.lax.fori_loop(0, iterations, body, x)

@@ -1,0 +1,214 @@
+"""Training: optimiser, pure jitted train step, and the loop (I/O, logging, checkpoints).
+
+Run directory layout::
+
+    config.json           TrainConfig
+    checkpoint.msgpack    params + optimiser state + counters after the last complete epoch
+    metrics.jsonl         one line per epoch (train loss terms, validation VPT, wall time)
+    vpt.json              final validation VPT (written by evaluation at the end)
+    gifs/epoch_XXX.gif    ground truth | keypoint heatmaps | Gaussian maps | prediction
+
+Killing training loses at most the current epoch; ``resume`` continues from the last complete
+checkpoint and gives the same result as an uninterrupted run (data order and augmentation
+keys are functions of (seed, epoch, step) only).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from keycld import checkpoint
+from keycld.config import TrainConfig
+from keycld.losses import sequence_loss
+from keycld.model.keycld import KeyCLD
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss; the message names the step and the loss terms."""
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class TrainState:
+    params: Any
+    opt_state: Any
+    step: jnp.ndarray
+
+
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    """Clip the global gradient norm, then Adam; the dynamics networks get a smaller rate."""
+    def labels(params):
+        return {k: jax.tree_util.tree_map(lambda _: "dynamics" if k == "dynamics" else "nets", v)
+                for k, v in params.items()}
+    return optax.chain(
+        optax.clip_by_global_norm(cfg.grad_clip),
+        optax.multi_transform({"nets": optax.adam(cfg.learning_rate),
+                               "dynamics": optax.adam(cfg.learning_rate * cfg.dynamics_lr_factor)}, labels))
+
+
+def init_state(cfg: TrainConfig, model: KeyCLD) -> TrainState:
+    params = model.init(jax.random.PRNGKey(cfg.seed))
+    return TrainState(params, make_optimizer(cfg).init(params), jnp.zeros((), jnp.int32))
+
+
+def make_train_step(cfg: TrainConfig, model: KeyCLD):
+    """Return ``train_step(state, frames (B,T,64,64,3) uint8, actions (B,A)) -> (state, metrics)``."""
+    tx = make_optimizer(cfg)
+    base_key = jax.random.PRNGKey(cfg.seed + 1)
+
+    def batch_loss(params, frames, actions, key):
+        keys = jax.random.split(key, frames.shape[0])
+        loss_fn = partial(sequence_loss, model, params, num_predicted_steps=cfg.num_predicted_steps,
+                          dynamics_weight=cfg.dynamics_weight, bce_weight=cfg.bce_weight, augment=cfg.augment)
+        totals, terms = jax.vmap(loss_fn)(frames, actions, keys)
+        return jnp.mean(totals), jax.tree_util.tree_map(jnp.mean, terms)
+
+    @partial(jax.jit, donate_argnums=0)
+    def train_step(state: TrainState, frames, actions):
+        key = jax.random.fold_in(base_key, state.step)
+        (_, terms), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.params, frames, actions, key)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        terms["grad_norm"] = optax.global_norm(grads)
+        finite = jnp.isfinite(terms["loss"]) & jnp.isfinite(terms["grad_norm"])
+        # never step into NaN: keep the old state when the loss is not finite
+        new = TrainState(params, opt_state, state.step + 1)
+        new = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
+        return new, terms
+
+    return train_step
+
+
+# ---------------------------------------------------------------------------------------------
+def _epoch_order(cfg: TrainConfig, epoch: int, n_train: int) -> np.ndarray:
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(n_train)
+    steps = n_train // cfg.batch_size
+    if cfg.max_steps_per_epoch is not None:
+        steps = min(steps, cfg.max_steps_per_epoch)
+    return order[: steps * cfg.batch_size].reshape(steps, cfg.batch_size)
+
+
+def _checkpoint_tree(state: TrainState, epoch: int, wall: float) -> dict:
+    return {"params": state.params, "opt_state": state.opt_state, "step": state.step,
+            "epoch": np.int32(epoch), "wall_time": np.float64(wall)}
+
+
+def load_checkpoint(run_dir: Path, cfg: TrainConfig, model: KeyCLD) -> tuple[TrainState, int, float]:
+    """(state, completed epochs, training wall time so far) from ``run_dir``."""
+    target = _checkpoint_tree(init_state(cfg, model), 0, 0.0)
+    tree = checkpoint.load(run_dir / checkpoint.CHECKPOINT, target)
+    state = TrainState(tree["params"], tree["opt_state"], jnp.asarray(tree["step"], jnp.int32))
+    return state, int(tree["epoch"]), float(tree["wall_time"])
+
+
+def load_model(run_dir: str | os.PathLike) -> tuple[KeyCLD, dict, TrainConfig]:
+    """(model, params, config) of a trained run directory."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
+    cfg = TrainConfig.load(run_dir / "config.json")
+    model = KeyCLD.from_config(cfg)
+    state, _, _ = load_checkpoint(run_dir, cfg, model)
+    return model, state.params, cfg
+
+
+def _truncate_metrics(path: Path, epochs_done: int) -> None:
+    """Drop metric lines of epochs that have no checkpoint (a killed epoch)."""
+    if not path.exists():
+        return
+    keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["epoch"] <= epochs_done]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(l + "\n" for l in keep))
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, cache_dir=None,
+          progress: bool = True, validate: bool = True, gif: bool = True, logger=None,
+          workers: int | None = None) -> dict:
+    """Train (or resume) a run; return the last epoch's metrics.
+
+    Raises TrainingDiverged on a non-finite loss; the last checkpoint stays as it was.
+    """
+    from tqdm.auto import tqdm
+
+    from keycld.data import load_dataset
+    from keycld.evaluate import evaluate_vpt, write_json
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model = KeyCLD.from_config(cfg)
+    metrics_path = run_dir / "metrics.jsonl"
+    if resume and (run_dir / checkpoint.CHECKPOINT).exists():
+        saved = TrainConfig.load(run_dir / "config.json")
+        if saved != cfg:
+            raise ValueError(f"config of {run_dir} differs from the requested one; resume with the saved config")
+        state, start_epoch, wall = load_checkpoint(run_dir, cfg, model)
+        _truncate_metrics(metrics_path, start_epoch)
+    else:
+        if (run_dir / checkpoint.CHECKPOINT).exists():
+            raise FileExistsError(f"{run_dir} already holds a run; use --resume or another --out")
+        cfg.save(run_dir / "config.json")
+        state, start_epoch, wall = init_state(cfg, model), 0, 0.0
+        if metrics_path.exists():
+            metrics_path.unlink()
+
+    data = load_dataset(cfg.dataset_config(), cache_dir=cache_dir, progress=progress, workers=workers)
+    train_set, val_set = data.split("train"), data.split("val")
+    train_step = make_train_step(cfg, model)
+    last: dict = {}
+    for epoch in range(start_epoch, cfg.num_epochs):
+        t0 = time.perf_counter()
+        order = _epoch_order(cfg, epoch, len(train_set))
+        sums: dict[str, float] = {}
+        bar = tqdm(order, desc=f"epoch {epoch + 1}/{cfg.num_epochs}", disable=not progress, leave=False)
+        for idx in bar:
+            step = int(state.step)
+            state, terms = train_step(state, train_set.frames[idx], train_set.action[idx].astype(np.float32))
+            terms = {k: float(v) for k, v in terms.items()}
+            if not all(math.isfinite(v) for v in terms.values()):
+                raise TrainingDiverged(
+                    f"non-finite loss at step {step} (epoch {epoch + 1}): "
+                    + ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
+                    + f"; the last good checkpoint ({run_dir / checkpoint.CHECKPOINT}) is kept")
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix({k: f"{terms[k]:.4g}" for k in ("loss", "reconstruction", "dynamics", "bce")})
+        train_time = time.perf_counter() - t0
+        wall += train_time
+        record = {"epoch": epoch + 1, "step": int(state.step), "train_time_s": train_time,
+                  "wall_time_s": wall, **{f"train/{k}": v / len(order) for k, v in sums.items()}}
+        if validate and len(val_set):
+            vpt = evaluate_vpt(model, state.params, val_set)
+            record.update({f"val/vpt_{k}": vpt[k] for k in ("mean", "std", "median")})
+            if "constraint_residual" in vpt:
+                record["val/constraint_residual_mean"] = vpt["constraint_residual"]["mean"]
+            if gif:
+                from keycld.visualize import validation_gif
+                validation_gif(model, state.params, val_set, run_dir / "gifs" / f"epoch_{epoch + 1:03d}.gif")
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        checkpoint.save(run_dir / checkpoint.CHECKPOINT, _checkpoint_tree(state, epoch + 1, wall))
+        if logger is not None:
+            logger(record)
+        if progress:
+            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        last = record
+    if validate and len(val_set):
+        if start_epoch >= cfg.num_epochs:  # nothing trained in this call
+            pass
+        vpt = evaluate_vpt(model, state.params, val_set)
+        vpt.update(split="val", epochs=cfg.num_epochs, steps=int(state.step), train_wall_time_s=wall)
+        write_json(run_dir / "vpt.json", vpt)
+        last["vpt"] = vpt
+    return last

@@ -1,0 +1,149 @@
+"""Dataset protocol, determinism, caching and input validation (≤ 10 runs × ≤ 10 frames)."""
+import json
+import multiprocessing
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from keycld.data import (DatasetConfig, generate, generate_run, load_dataset, read_cache,
+                         vpt_epsilon)
+
+
+def test_same_seed_same_frames_and_fresh_env_equal():
+    a = generate_run("cartpole", "random", "yes", 7, 6)
+    b = generate_run("cartpole", "random", "yes", 7, 6, fresh_env=True)  # the paper's way
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    c = generate_run("cartpole", "random", "yes", 8, 6)
+    assert not np.array_equal(a["frames"], c["frames"])
+
+
+@pytest.mark.parametrize("environment,control", [("pendulum", "yes"), ("cartpole", "underactuated"),
+                                                 ("acrobot", "yes"), ("acrobot", "no")])
+def test_action_and_initial_state_protocol(environment, control):
+    from keycld.tasks import TASK_SPECS
+    spec = TASK_SPECS[environment]
+    for seed in range(10):
+        run = generate_run(environment, "random", control, seed, 3)
+        rs = np.random.RandomState(seed)
+        expected = rs.uniform(-2, 2, spec.num_actions)
+        if control == "no":
+            expected[:] = 0
+        elif rs.rand() < 0.2:
+            expected[:] = 0
+        if control == "underactuated":
+            expected[1] = 0
+        np.testing.assert_array_equal(run["action"], expected)
+        np.testing.assert_allclose(run["time"], spec.dt * np.arange(1, 4))
+        assert run["frames"].shape == (3, 64, 64, 3)
+
+
+def test_zeroing_happens_for_some_seeds():
+    zeroed = [s for s in range(30) if not np.any(generate_run("pendulum", "random", "yes", s, 1)["action"])]
+    rs_zero = [s for s in range(30) if (lambda r: (r.uniform(-2, 2, 1), r.rand())[1] < 0.2)(np.random.RandomState(s))]
+    assert zeroed == rs_zero and 0 < len(zeroed) < 30
+
+
+def test_random_init_follows_rest_mode_differs():
+    rand = generate_run("pendulum", "random", "no", 3, 1)
+    rest = generate_run("pendulum", "rest", "no", 3, 1)
+    rs = np.random.RandomState(3)
+    rs.uniform(-2, 2, 1)
+    rs.uniform(-np.pi, np.pi)  # the task's own initial angle, drawn in reset()
+    q0, v0 = rs.uniform(-np.pi, np.pi, 1), rs.uniform(-0.1, 0.1, 1)
+    # one 0.02 s step after the written initial state
+    assert abs(rand["qpos"][0, 0] - q0[0]) < 0.05
+    assert abs(rand["qvel"][0, 0] - v0[0]) < 0.5
+    assert not np.array_equal(rand["qpos"], rest["qpos"])
+
+
+def test_split_sizes():
+    assert DatasetConfig("pendulum", num_runs=500).num_val == 50
+    assert DatasetConfig("pendulum", num_runs=10).num_val == 1
+
+
+def test_parallel_equals_serial():
+    cfg = DatasetConfig("acrobot", "random", "underactuated", num_runs=4, num_frames=4)
+    a = generate(cfg, workers=1, progress=False)
+    b = generate(cfg, workers=2, progress=False)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_cache_roundtrip_and_corruption(tmp_path):
+    cfg = DatasetConfig("pendulum", "random", "yes", num_runs=3, num_frames=4)
+    ds = load_dataset(cfg, cache_dir=tmp_path, workers=1, progress=False)
+    assert ds.frames.dtype == np.uint8 and ds.frames.shape == (3, 4, 64, 64, 3)
+    assert len(ds.split("train")) == 2 and len(ds.split("val")) == 1
+    assert ds.grid_frames.shape == (16, 16, 64, 64, 3)
+    assert ds.epsilon == pytest.approx(vpt_epsilon(ds.frames[:2]))
+    f = ds.float_frames(ds.frames[:1])
+    assert f.dtype == np.float32 and 0 <= f.min() and f.max() <= 1
+    directory = tmp_path / cfg.name
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["config"] == cfg.to_dict() and len(manifest["sha256"]) == 64
+    # truncate the npz: detected, reported with its path, regenerated, identical content
+    npz = directory / "data.npz"
+    data = npz.read_bytes()
+    npz.write_bytes(data[: len(data) // 2])
+    with pytest.warns(UserWarning, match=str(npz).replace(".", r"\.")):
+        again = load_dataset(cfg, cache_dir=tmp_path, workers=1, progress=False)
+    np.testing.assert_array_equal(again.frames, ds.frames)
+    read_cache(directory, cfg)  # valid again
+    # a flipped byte in the middle: hash mismatch
+    data = bytearray(npz.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    npz.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="hash mismatch"):
+        load_dataset(cfg, cache_dir=tmp_path, workers=1, progress=False)
+    # no stray temporary files
+    assert sorted(p.name for p in directory.iterdir()) == ["data.npz", "manifest.json"]
+
+
+def _load_in_child(args):
+    cache, cfg = args
+    ds = load_dataset(DatasetConfig(**cfg), cache_dir=cache, workers=1, progress=False)
+    return ds.frames.sum()
+
+
+def test_concurrent_generation_leaves_one_valid_cache(tmp_path):
+    cfg = DatasetConfig("pendulum", "random", "no", num_runs=2, num_frames=3)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        sums = pool.map(_load_in_child, [(str(tmp_path), cfg.to_dict())] * 2)
+    assert sums[0] == sums[1]
+    read_cache(tmp_path / cfg.name, cfg)
+    assert sorted(p.name for p in (tmp_path / cfg.name).iterdir()) == ["data.npz", "manifest.json"]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(environment="walker"), "unknown environment 'walker'; allowed: pendulum, cartpole, acrobot"),
+    (dict(environment="pendulum", control="underactuated"), "'underactuated' needs two actuators"),
+    (dict(environment="pendulum", init_mode="upright"), "unknown init_mode 'upright'; allowed: random, rest"),
+    (dict(environment="pendulum", num_runs=0), "num_runs must be a positive integer, got 0"),
+    (dict(environment="pendulum", num_frames=-5), "num_frames must be a positive integer, got -5"),
+])
+def test_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DatasetConfig(**kwargs)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "keycld.cli", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("args,match", [
+    (["data", "--environment", "pendulum", "---batch_size=1"], "three dashes"),
+    (["data", "--environment", "walker"], "invalid choice: 'walker'"),
+    (["data", "--environment", "pendulum", "--control", "underactuated"], "needs two actuators"),
+    (["data", "--environment", "pendulum", "--num_runs", "-1"], "positive integer, got -1"),
+    (["data", "--environment", "pendulum", "--cache_dir", "/dev/null/cache"], "not writable"),
+])
+def test_cli_rejects_bad_input_before_work(args, match, tmp_path):
+    r = _cli(*args)
+    assert r.returncode == 2
+    assert match in r.stderr
+    assert "generating" not in r.stderr

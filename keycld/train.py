@@ -80,7 +80,7 @@ def make_train_step(cfg: TrainConfig, model: KeyCLD):
         (_, terms), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.params, frames, actions, key)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        terms["grad_norm"] = optax.global_norm(grads)
+        terms["grad_norm"] = optax.tree.norm(grads)
         finite = jnp.isfinite(terms["loss"]) & jnp.isfinite(terms["grad_norm"])
         # never step into NaN: keep the old state when the loss is not finite
         new = TrainState(params, opt_state, state.step + 1)

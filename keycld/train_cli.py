@@ -110,11 +110,17 @@ def register(sub) -> None:
     p.set_defaults(func=run_train, parser=p)
 
 
-def script_main(model: str, argv: list[str] | None = None) -> int:
-    """Entry point of ``python keycld/dm.py`` / ``python ablations/*.py`` (original README)."""
+def script_parser(model: str, prog: str | None = None):
+    """Parser of ``python keycld/dm.py`` / ``python ablations/*.py`` (the original README's flags)."""
     from keycld.cli import StrictParser
 
-    p = StrictParser(prog=Path(sys.argv[0]).name, description=f"train the {model} model")
+    p = StrictParser(prog=prog or Path(sys.argv[0]).name, description=f"train the {model} model")
     add_train_args(p, model_choice=False)
+    return p
+
+
+def script_main(model: str, argv: list[str] | None = None) -> int:
+    """Entry point of ``python keycld/dm.py`` / ``python ablations/*.py`` (original README)."""
+    p = script_parser(model)
     args = p.parse_args(argv)
     return run_train(args, p, model=model)

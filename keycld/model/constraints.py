@@ -48,15 +48,26 @@ def curvature(phi: Constraint, x: jnp.ndarray, xd: jnp.ndarray) -> jnp.ndarray:
     return jax.jvp(d_xd, (x,), (xd,))[1]
 
 
+# Tikhonov term for the (C×C) Gram matrices: D's rows are unit-scale, so 1e-9 changes nothing
+# on a regular configuration and keeps the solve finite at a singular one (two keypoints on
+# top of each other, e.g. from an untrained encoder).
+GRAM_EPS = 1e-9
+
+
+def gram_solve(g: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+    """Solve (G + εI) y = b for a symmetric positive semi-definite Gram matrix G (C, C)."""
+    return jnp.linalg.solve(g + GRAM_EPS * jnp.eye(g.shape[0], dtype=g.dtype), b)
+
+
 def project_velocity(phi: Constraint, x: jnp.ndarray, xd: jnp.ndarray) -> jnp.ndarray:
     """ẋ − D⁺ D ẋ: the velocity's component in the constraint tangent space, shape (2K,)."""
     d = jacobian(phi, x)
-    return xd - d.T @ jnp.linalg.solve(d @ d.T, d @ xd)
+    return xd - d.T @ gram_solve(d @ d.T, d @ xd)
 
 
 def project_position(phi: Constraint, x: jnp.ndarray, iterations: int = 3) -> jnp.ndarray:
     """Gauss–Newton steps x ← x − D⁺ Φ(x) back onto Φ(x) = 0 (minimal-norm correction)."""
     def body(_, y):
         d = jacobian(phi, y)
-        return y - d.T @ jnp.linalg.solve(d @ d.T, phi(y))
+        return y - d.T @ gram_solve(d @ d.T, phi(y))
     return jax.lax.fori_loop(0, iterations, body, x)

@@ -159,5 +159,5 @@ class Dynamics:
             return f / m
         d = C.jacobian(self.phi, x)
         dminv = d / m  # D M⁻¹, (C, 2K)
-        lam = jnp.linalg.solve(dminv @ d.T, dminv @ f + C.curvature(self.phi, x, xd))
+        lam = C.gram_solve(dminv @ d.T, dminv @ f + C.curvature(self.phi, x, xd))
         return (f - d.T @ lam) / m

@@ -1,0 +1,146 @@
+"""Training: loss decreases, resume equals an uninterrupted run, NaN handling, CLI parsing."""
+import json
+import shlex
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import keycld.train as T
+from keycld.config import TrainConfig
+from keycld.data import DatasetConfig, load_dataset
+from keycld.model.keycld import KeyCLD
+
+TINY = dict(environment="pendulum", control="yes", num_runs=5, num_frames=8, num_hidden_dim=8,
+            num_predicted_steps=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    load_dataset(DatasetConfig("pendulum", "random", "yes", 5, 8), cache_dir=cache, workers=1, progress=False)
+    return cache
+
+
+def _params(run_dir):
+    model, params, _ = T.load_model(run_dir)
+    return jax.tree_util.tree_leaves(params)
+
+
+def test_loss_decreases(tiny_cache):
+    cfg = TrainConfig(**TINY, learning_rate=3e-3)
+    model = KeyCLD.from_config(cfg)
+    ds = load_dataset(cfg.dataset_config(), cache_dir=tiny_cache, progress=False).split("train")
+    state, step = T.init_state(cfg, model), T.make_train_step(cfg, model)
+    losses = []
+    for i in range(30):
+        idx = np.array([i % len(ds)])
+        state, terms = step(state, ds.frames[idx], ds.action[idx].astype(np.float32))
+        losses.append(float(terms["loss"]))
+    assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4])
+
+
+def test_resume_equals_uninterrupted(tiny_cache, tmp_path, monkeypatch):
+    cfg = TrainConfig(**TINY, num_epochs=3)
+    full = T.train(cfg, tmp_path / "full", cache_dir=tiny_cache, progress=False, gif=False)
+    # interrupt the second run in the middle of epoch 2 (after its first checkpoint)
+    real = T.make_train_step
+
+    def killing_make_train_step(c, m):
+        inner = real(c, m)
+
+        def step(state, frames, actions):
+            if int(state.step) == 6:  # 4 steps per epoch
+                raise KeyboardInterrupt
+            return inner(state, frames, actions)
+        return step
+
+    monkeypatch.setattr(T, "make_train_step", killing_make_train_step)
+    with pytest.raises(KeyboardInterrupt):
+        T.train(cfg, tmp_path / "killed", cache_dir=tiny_cache, progress=False, gif=False)
+    monkeypatch.setattr(T, "make_train_step", real)
+    assert len((tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()) == 1
+    with pytest.raises(FileExistsError, match="use --resume"):
+        T.train(cfg, tmp_path / "killed", cache_dir=tiny_cache, progress=False, gif=False)
+    resumed = T.train(cfg, tmp_path / "killed", resume=True, cache_dir=tiny_cache, progress=False, gif=False)
+    for a, b in zip(_params(tmp_path / "full"), _params(tmp_path / "killed")):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    lines = [json.loads(l) for l in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in lines] == [1, 2, 3]
+    assert resumed["train/loss"] == full["train/loss"]
+    assert json.loads((tmp_path / "killed" / "vpt.json").read_text())["mean"] == full["vpt"]["mean"]
+
+
+def test_nan_stops_with_checkpoint_intact(tiny_cache, tmp_path, monkeypatch):
+    cfg = TrainConfig(**TINY, num_epochs=2)
+    real = T.make_train_step
+
+    def nan_make_train_step(c, m):
+        inner = real(c, m)
+
+        def step(state, frames, actions):
+            if int(state.step) >= 5:
+                actions = actions * np.nan
+            return inner(state, frames, actions)
+        return step
+
+    monkeypatch.setattr(T, "make_train_step", nan_make_train_step)
+    ckpt = tmp_path / "run" / "checkpoint.msgpack"
+    saved = {}
+    real_save = T.checkpoint.save
+
+    def spy_save(path, tree):
+        real_save(path, tree)
+        saved["bytes"] = Path(path).read_bytes()
+    monkeypatch.setattr(T.checkpoint, "save", spy_save)
+    with pytest.raises(T.TrainingDiverged, match=r"step 5 \(epoch 2\).*dynamics=nan.*loss=nan.*kept"):
+        T.train(cfg, tmp_path / "run", cache_dir=tiny_cache, progress=False, gif=False)
+    assert ckpt.read_bytes() == saved["bytes"]  # the epoch-1 checkpoint, untouched
+    T.load_model(tmp_path / "run")
+
+
+def test_gif_and_evaluate_cli(tiny_cache, tmp_path, capsys):
+    from keycld.cli import main
+    cfg = TrainConfig(**TINY, num_epochs=1)
+    T.train(cfg, tmp_path / "run", cache_dir=tiny_cache, progress=False, gif=True)
+    assert (tmp_path / "run" / "gifs" / "epoch_001.gif").stat().st_size > 1000
+    assert main(["evaluate", str(tmp_path / "run"), "--cache_dir", str(tiny_cache), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "VPT mean" in out and "constraint residual" in out
+    assert (tmp_path / "run" / "potential.png").exists()
+    v = json.loads((tmp_path / "run" / "vpt.json").read_text())
+    assert 0 <= v["mean"] <= v["max_frames"] == 6 and len(v["per_sequence"]) == 1
+
+
+COMMANDS = (Path(__file__).parent / "data" / "original_readme_commands.txt").read_text().splitlines()
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_original_readme_commands_parse(command):
+    from keycld.train_cli import config_from_args, script_parser
+    argv = shlex.split(command)
+    script = argv[1]
+    model = {"keycld/dm.py": "keycld", "ablations/no_constraint.py": "no_constraint",
+             "ablations/node2.py": "node2"}[script]
+    parser = script_parser(model, prog=script)
+    if any(a.startswith("---") for a in argv):
+        # the README's typo is rejected with a clear message rather than silently accepted
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv[2:])
+        fixed = [a[1:] if a.startswith("---") else a for a in argv[2:]]
+        args = parser.parse_args(fixed)
+    else:
+        args = parser.parse_args(argv[2:])
+    cfg = config_from_args(args, parser, model)
+    assert cfg.model == model and cfg.batch_size == 1 and cfg.num_epochs == 40
+    assert cfg.num_hidden_dim == 32 and cfg.learning_rate == 3e-4 and cfg.solver == "euler"
+
+
+def test_bad_train_config():
+    with pytest.raises(ValueError, match="unknown model 'mlp'; allowed: keycld, no_constraint, node2, fc"):
+        TrainConfig(model="mlp")
+    with pytest.raises(ValueError, match="learning_rate must be a finite number > 0, got -1"):
+        TrainConfig(learning_rate=-1.0)
+    with pytest.raises(ValueError, match="needs two actuators"):
+        TrainConfig(environment="pendulum", control="underactuated")

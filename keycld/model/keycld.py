@@ -26,6 +26,7 @@ class KeyCLD:
     hidden: int = 32
     sigma: float = 0.1
     solver: str = "euler"
+    fast_convs: bool = True  # False: the plain U-Net computation (same function), for benchmarks
 
     @classmethod
     def from_config(cls, cfg) -> "KeyCLD":
@@ -54,12 +55,13 @@ class KeyCLD:
         return Dynamics(self.environment, kind, self.num_keypoints, self.num_actions, self.hidden)
 
     def _encoder(self):
-        cls = networks.KeypointEncoder if self.heatmaps else networks.FCEncoder
-        return cls(self.hidden, self.num_keypoints)
+        if self.heatmaps:
+            return networks.KeypointEncoder(self.hidden, self.num_keypoints, self.fast_convs)
+        return networks.FCEncoder(self.hidden, self.num_keypoints)
 
     def _renderer(self):
         if self.heatmaps:
-            return networks.Renderer(self.hidden, self.num_keypoints, self.sigma)
+            return networks.Renderer(self.hidden, self.num_keypoints, self.sigma, self.fast_convs)
         return networks.FCRenderer(self.hidden, self.num_keypoints)
 
     # ---- params -----------------------------------------------------------------------------

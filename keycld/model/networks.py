@@ -95,7 +95,9 @@ def _block(x: jnp.ndarray, features: int) -> jnp.ndarray:
 
 
 def _pool(x: jnp.ndarray) -> jnp.ndarray:
-    return nn.max_pool(x, (2, 2), strides=(2, 2))
+    """2×2 max pooling, stride 2, as a reshape + max (its gradient avoids select-and-scatter)."""
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 def _upsample(x: jnp.ndarray) -> jnp.ndarray:

@@ -218,7 +218,7 @@ def generate(cfg: DatasetConfig, workers: int | None = None, progress: bool = Tr
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.num_runs))
-    chunk = max(1, min(8, cfg.num_runs // (4 * workers) or 1))
+    chunk = 2  # small chunks keep both processes busy to the end; per-chunk overhead is tiny
     chunks = [seeds[i:i + chunk] for i in range(0, len(seeds), chunk)]
     results: list[list[dict]] = [None] * len(chunks)  # type: ignore[list-item]
     bar = tqdm(total=cfg.num_runs, desc=f"generating {cfg.name}", unit="run", disable=not progress)

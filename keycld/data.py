@@ -112,18 +112,19 @@ def check_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
 # ---------------------------------------------------------------------------------------------
 # Generation
 # ---------------------------------------------------------------------------------------------
-_ENV_CACHE: dict[str, object] = {}
+_ENV_CACHE: dict[str, tuple] = {}
 
 
 def _task_env(environment: str):
-    """One dm_control environment per process and system, reused across runs.
+    """(environment, camera renderer): one per process and system, reused across runs.
 
     Rebuilding per run (as the paper's code does) gives the same numbers: the RandomState
     handed to the task is only stored at construction, and ``reset`` calls ``mj_resetData``.
     """
     if environment not in _ENV_CACHE:
-        from keycld.tasks import load_task
-        _ENV_CACHE[environment] = load_task(environment)
+        from keycld.tasks import CameraRenderer, load_task
+        env = load_task(environment)
+        _ENV_CACHE[environment] = (env, CameraRenderer(env.physics))
     return _ENV_CACHE[environment]
 
 
@@ -139,10 +140,11 @@ def generate_run(environment: str, init_mode: str, control: str, seed: int, num_
 
     spec = TASK_SPECS[environment]
     rs = np.random.RandomState(seed)
-    if fresh_env:
+    if fresh_env:  # the paper's way: a new environment per run, physics.render per frame
         env = load_task(environment, random=rs)
+        frame = lambda: render(env.physics)
     else:
-        env = _task_env(environment)
+        env, frame = _task_env(environment)
         env.task._random = rs  # same effect as passing `random=rs` at construction
     action = rs.uniform(-2.0, 2.0, env.action_spec().shape)
     if control == "no":
@@ -162,14 +164,14 @@ def generate_run(environment: str, init_mode: str, control: str, seed: int, num_
     qpos_t, qvel_t, time_t = np.empty((num_frames, nq)), np.empty((num_frames, nv)), np.empty(num_frames)
     for t in range(num_frames):
         env.step(action)
-        frames[t] = render(physics)
+        frames[t] = frame()
         qpos_t[t], qvel_t[t], time_t[t] = physics.data.qpos, physics.data.qvel, physics.data.time
     return dict(frames=frames, qpos=qpos_t, qvel=qvel_t, time=time_t, action=action)
 
 
 def _worker_init() -> None:
     # One llvmpipe thread per process: the processes are the parallelism (DESIGN.md §5).
-    os.environ["LP_NUM_THREADS"] = "1"
+    os.environ.setdefault("LP_NUM_THREADS", "1")
     os.environ.setdefault("MUJOCO_GL", "egl")
 
 
@@ -188,9 +190,9 @@ def potential_grid(environment: str) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         frames (16, 16, 64, 64, 3) uint8 and qpos (16, 16, nq) float64.
     """
-    from keycld.tasks import render, set_state
+    from keycld.tasks import set_state
 
-    env = _task_env(environment)
+    env, frame = _task_env(environment)
     env.reset()
     physics = env.physics
     angles = np.linspace(-np.pi, np.pi, GRID_SIZE, endpoint=False)
@@ -203,7 +205,7 @@ def potential_grid(environment: str) -> tuple[np.ndarray, np.ndarray]:
     for i in range(GRID_SIZE):
         for j in range(GRID_SIZE):
             set_state(physics, qpos[i, j], np.zeros(physics.model.nv))
-            frames[i, j] = render(physics)
+            frames[i, j] = frame()
     return frames, qpos
 
 

@@ -167,3 +167,20 @@ def set_state(physics, qpos: np.ndarray, qvel: np.ndarray) -> None:
 def render(physics, size: int = IMAGE_SIZE) -> np.ndarray:
     """(size, size, 3) uint8 RGB frame of camera 0 (the paper's ``fixed`` camera)."""
     return physics.render(size, size, camera_id=0)
+
+
+class CameraRenderer:
+    """``render(physics)`` without re-allocating a camera and scene for every frame.
+
+    ``physics.render`` builds a ``Camera`` (and its ``MjvScene``) on each call and frees it
+    afterwards; keeping one camera per physics gives the same pixels (tested) at a lower
+    cost per frame.
+    """
+
+    def __init__(self, physics, size: int = IMAGE_SIZE):
+        from dm_control.mujoco.engine import Camera
+
+        self._camera = Camera(physics, height=size, width=size, camera_id=0)
+
+    def __call__(self) -> np.ndarray:
+        return self._camera.render()

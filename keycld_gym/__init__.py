@@ -1,0 +1,30 @@
+"""keycld_gym: trained KeyCLD models as Gymnasium environments, next to the real tasks.
+
+Importing registers ``KeyCLD-{Pendulum,Cartpole,Acrobot}-v0`` (learned) and
+``KeyCLD-{Pendulum,Cartpole,Acrobot}-Real-v0`` (MuJoCo); ``gym.make("keycld_gym:KeyCLD-Cartpole-v0")``
+works without importing first. ``keycld_gym.functional`` is the pure JAX core.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import keycld  # noqa: E402,F401  (XLA flags before jax starts)
+from gymnasium.envs.registration import register, registry  # noqa: E402
+
+SYSTEMS = {"Pendulum": "pendulum", "Cartpole": "cartpole", "Acrobot": "acrobot"}
+
+
+def _register() -> None:
+    for name in SYSTEMS:
+        if f"KeyCLD-{name}-v0" not in registry:
+            register(id=f"KeyCLD-{name}-v0", entry_point=f"keycld_gym.envs:KeyCLD{name}Env",
+                     vector_entry_point=f"keycld_gym.vector:KeyCLD{name}VectorEnv")
+        if f"KeyCLD-{name}-Real-v0" not in registry:
+            register(id=f"KeyCLD-{name}-Real-v0", entry_point=f"keycld_gym.envs:KeyCLD{name}RealEnv")
+
+
+_register()
+
+__all__ = ["SYSTEMS"]

@@ -1,0 +1,149 @@
+"""The learned environment as pure JAX functions (gymnax style).
+
+Everything the Gymnasium env, the vector env and planners need is here, written once:
+
+    state = reset(key, params)                          # draw an encoded initial state
+    state, obs, reward, truncated, info = step(state, action, params)
+    image = render(state, params)                       # (64, 64, 3) uint8, learned renderer
+
+``params`` is an :class:`EnvParams` (learned weights, reset bank, static settings); ``state``
+an :class:`EnvState`. All functions jit, vmap and differentiate (with respect to state and
+actions), e.g. the gradient of an H-step return::
+
+    def ret(actions):                                   # actions (H, A) in [-1, 1]
+        def body(s, a):
+            s, _, r, _, _ = step(s, a, params)
+            return s, r
+        return jax.lax.scan(body, state, actions)[1].sum()
+    jax.grad(ret)(actions)
+
+Units: keypoints x in image units ([-1, 1] spans the image, y up), ẋ in image units per
+second; actions in [-1, 1], multiplied by ``action_scale`` (2: the datasets' range) before they
+reach the dynamics.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from keycld.model import constraints as C
+from keycld.model.keycld import KeyCLD
+from keycld_gym.rewards import REWARDS
+
+INTEGRATORS = ("rk4", "euler")
+
+
+@struct.dataclass
+class EnvState:
+    """x (2K,), ẋ (2K,) keypoint state; t: control steps since reset (int32)."""
+
+    x: jnp.ndarray
+    xd: jnp.ndarray
+    t: jnp.ndarray
+
+
+@struct.dataclass
+class EnvParams:
+    """Learned weights, the bank of encoded initial states and static settings.
+
+    Attributes:
+        weights: KeyCLD parameter tree.
+        bank: (N, 4K) encoded initial states [x, ẋ] from the real task's reset distribution.
+        model: the KeyCLD description (static).
+        integrator: "rk4" (default) or "euler"; substeps per control step.
+        action_scale: actions in [-1, 1] are multiplied by this (dataset units).
+        max_steps: episode length (truncation), 1000 as in dm_control.
+        position_limit, velocity_limit: the state saturates at these bounds (image units and
+            image units per second); ``info["saturated"]`` reports when it does.
+    """
+
+    weights: Any
+    bank: jnp.ndarray
+    model: KeyCLD = struct.field(pytree_node=False)
+    integrator: str = struct.field(pytree_node=False, default="rk4")
+    substeps: int = struct.field(pytree_node=False, default=4)
+    action_scale: float = struct.field(pytree_node=False, default=2.0)
+    max_steps: int = struct.field(pytree_node=False, default=1000)
+    position_limit: float = struct.field(pytree_node=False, default=3.0)
+    velocity_limit: float = struct.field(pytree_node=False, default=60.0)
+
+    @property
+    def dim(self) -> int:
+        return 2 * self.model.num_keypoints
+
+
+def state_from_vector(vec: jnp.ndarray, t: int | jnp.ndarray = 0) -> EnvState:
+    """[x, ẋ] (4K,) -> EnvState."""
+    d = vec.shape[-1] // 2
+    return EnvState(vec[..., :d], vec[..., d:], jnp.asarray(t, jnp.int32))
+
+
+def observe(state: EnvState) -> jnp.ndarray:
+    """Observation [x, ẋ], (4K,) float32."""
+    return jnp.concatenate([state.x, state.xd], axis=-1).astype(jnp.float32)
+
+
+def reset(key: jax.Array, params: EnvParams) -> EnvState:
+    """Uniformly draw one of the bank's encoded initial states."""
+    idx = jax.random.randint(key, (), 0, params.bank.shape[0])
+    return state_from_vector(params.bank[idx])
+
+
+def project(x: jnp.ndarray, xd: jnp.ndarray, params: EnvParams) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Back onto Φ(x) = 0 and its tangent space (constrained models only)."""
+    if not params.model.dynamics.constrained:
+        return x, xd
+    phi = params.model.dynamics.phi
+    x = C.project_position(phi, x)
+    return x, C.project_velocity(phi, x, xd)
+
+
+def energy(state: EnvState, params: EnvParams) -> jnp.ndarray:
+    """Total learned energy E(x, ẋ) (NaN for the non-Lagrangian node2 ablation)."""
+    if not params.model.dynamics.lagrangian:
+        return jnp.asarray(jnp.nan, jnp.float32)
+    return params.model.dynamics.energy(params.weights["dynamics"], state.x, state.xd)
+
+
+def constraint_residual(state: EnvState, params: EnvParams) -> jnp.ndarray:
+    """max |Φ(x)| (0 for models without constraints)."""
+    if not params.model.dynamics.constrained:
+        return jnp.zeros((), jnp.float32)
+    return jnp.max(jnp.abs(params.model.dynamics.phi(state.x)))
+
+
+def reward(state: EnvState, ctrl: jnp.ndarray, params: EnvParams) -> jnp.ndarray:
+    """dm_control's swing-up reward of the system, from keypoints (``keycld_gym.rewards``)."""
+    return REWARDS[params.model.environment](state.x, state.xd, ctrl).astype(jnp.float32)
+
+
+def step(state: EnvState, action: jnp.ndarray, params: EnvParams):
+    """One control step (dt of the dataset) of the learned constrained dynamics.
+
+    Args:
+        state: current state; action: (A,) in [-1, 1] (not checked here; the Gymnasium
+            shells validate).
+    Returns:
+        (next state, observation (4K,), reward, truncated, info) with info holding
+        ``energy``, ``constraint_residual`` and ``saturated``.
+    """
+    ctrl = action * params.action_scale
+    xs, xds = params.model.rollout(params.weights, state.x, state.xd, ctrl, 1,
+                                   solver=params.integrator, substeps=params.substeps)
+    x, xd = project(xs[0], xds[0], params)
+    xc = jnp.clip(x, -params.position_limit, params.position_limit)
+    xdc = jnp.clip(xd, -params.velocity_limit, params.velocity_limit)
+    saturated = jnp.any(xc != x) | jnp.any(xdc != xd)
+    new = EnvState(xc, xdc, state.t + 1)
+    info = {"energy": energy(new, params), "constraint_residual": constraint_residual(new, params),
+            "saturated": saturated}
+    return new, observe(new), reward(new, ctrl, params), new.t >= params.max_steps, info
+
+
+def render(state: EnvState, params: EnvParams) -> jnp.ndarray:
+    """(64, 64, 3) uint8 image of the state through the learned renderer."""
+    img = params.model.render(params.weights, state.x[None])[0]
+    return jnp.round(jnp.clip(img, 0.0, 1.0) * 255.0).astype(jnp.uint8)

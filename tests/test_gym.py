@@ -1,0 +1,190 @@
+"""keycld_gym: checker-clean environments, determinism, invariants, vector env, rewards."""
+import warnings
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import keycld_gym
+from keycld.config import TrainConfig
+from keycld.data import DatasetConfig, load_dataset
+from keycld.train import train
+from keycld_gym import functional as F
+
+SYSTEMS = {"pendulum": "Pendulum", "cartpole": "Cartpole", "acrobot": "Acrobot"}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Tiny trained models (h = 8, a few steps) for each system."""
+    root = tmp_path_factory.mktemp("gym")
+    out = {}
+    for system in SYSTEMS:
+        load_dataset(DatasetConfig(system, "random", "yes", 3, 6), cache_dir=root / "cache", workers=1,
+                     progress=False)
+        cfg = TrainConfig(environment=system, num_runs=3, num_frames=6, num_hidden_dim=8,
+                          num_predicted_steps=2, num_epochs=1, max_steps_per_epoch=2)
+        train(cfg, root / system, cache_dir=root / "cache", progress=False, validate=False, gif=False)
+        out[system] = str(root / system)
+    return out
+
+
+def _make(system, checkpoints, real=False, **kw):
+    name = SYSTEMS[system]
+    env_id = f"KeyCLD-{name}-Real-v0" if real else f"KeyCLD-{name}-v0"
+    if not real:
+        kw.setdefault("bank_size", 4)
+    if not real or kw.get("obs_type") == "keypoints":
+        kw["checkpoint"] = checkpoints[system]
+    return gym.make(env_id, **kw)
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+@pytest.mark.parametrize("obs_type", ["keypoints", "pixels"])
+def test_learned_env_checkers(system, obs_type, checkpoints):
+    env = _make(system, checkpoints, obs_type=obs_type, render_mode="rgb_array")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env.unwrapped, skip_render_check=False)
+    if obs_type == "keypoints":
+        from stable_baselines3.common.env_checker import check_env as sb3_check
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            sb3_check(env.unwrapped)
+    assert env.unwrapped.__doc__ and "## Observation Space" in env.unwrapped.__doc__
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+@pytest.mark.parametrize("obs_type", ["state", "pixels", "keypoints"])
+def test_real_env_checkers(system, obs_type, checkpoints):
+    env = _make(system, checkpoints, real=True, obs_type=obs_type, render_mode="rgb_array")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env.unwrapped)
+    env.reset(seed=0)
+    assert env.render().shape == (64, 64, 3)
+
+
+def test_registered_without_import():
+    spec = gym.spec("KeyCLD-Cartpole-v0")
+    assert spec.entry_point == "keycld_gym.envs:KeyCLDCartpoleEnv"
+    assert gym.spec("KeyCLD-Acrobot-Real-v0").entry_point.endswith("KeyCLDAcrobotRealEnv")
+
+
+def test_same_seed_same_trajectory(checkpoints):
+    def run():
+        env = _make("cartpole", checkpoints)
+        obs, _ = env.reset(seed=3)
+        rng = np.random.default_rng(0)
+        traj = [obs]
+        for _ in range(50):
+            traj.append(env.step(rng.uniform(-1, 1, 2).astype(np.float32))[0])
+        return np.stack(traj)
+    np.testing.assert_array_equal(run(), run())
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_long_random_rollout_stays_valid(system, checkpoints):
+    env = _make(system, checkpoints).unwrapped
+    obs, _ = env.reset(seed=0)
+    rng = np.random.default_rng(1)
+    for t in range(10_000):
+        obs, r, term, trunc, info = env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
+        assert np.all(np.isfinite(obs)) and env.observation_space.contains(obs), (t, obs)
+        assert info["constraint_residual"] < 1e-3, (t, info)
+        assert np.isfinite(r) and not term
+        if trunc:
+            assert (t + 1) % 1000 == 0
+            obs, _ = env.reset()
+
+
+def test_bad_actions_and_options(checkpoints):
+    env = _make("pendulum", checkpoints).unwrapped
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="not finite"):
+        env.step(np.array([np.nan], np.float32))
+    with pytest.raises(ValueError, match="outside the action space"):
+        env.step(np.array([1.5], np.float32))
+    with pytest.raises(ValueError, match="unknown obs_type 'rgb'"):
+        _make("pendulum", checkpoints, obs_type="rgb")
+    with pytest.raises(ValueError, match="unknown reset options"):
+        env.reset(options={"angle": 1.0})
+    state = np.array([0.0, 0.5, 1.0, 0.0], np.float32)
+    obs, info = env.reset(options={"state": state})
+    np.testing.assert_array_equal(obs, state)
+    with pytest.raises(ValueError, match="must be 4 finite floats"):
+        env.reset(options={"state": [0.0, 0.5]})
+
+
+def test_functional_step_equals_env_step(checkpoints):
+    env = _make("acrobot", checkpoints).unwrapped
+    obs, _ = env.reset(seed=5)
+    a = np.array([0.3, -0.7], np.float32)
+    state = F.state_from_vector(jnp.asarray(obs))
+    _, f_obs, f_rew, _, _ = jax.jit(F.step)(state, jnp.asarray(a), env.params)
+    e_obs, e_rew, *_ = env.step(a)
+    np.testing.assert_allclose(e_obs, np.asarray(f_obs), rtol=1e-6, atol=1e-6)
+    assert e_rew == pytest.approx(float(f_rew), abs=1e-6)
+
+
+def test_vector_env_autoreset(checkpoints):
+    venv = gym.make_vec("KeyCLD-Pendulum-v0", num_envs=3, vectorization_mode="vector_entry_point",
+                        checkpoint=checkpoints["pendulum"], bank_size=4)
+    obs, _ = venv.reset(seed=0)
+    assert obs.shape == (3, 4) and venv.observation_space.contains(obs)
+    bank = np.asarray(venv.unwrapped.params.bank)
+    zero = np.zeros((3, 1), np.float32)
+    for t in range(1000):
+        obs, rew, term, trunc, info = venv.step(zero)
+        assert not term.any()
+        assert trunc.all() == (t == 999)
+    obs, rew, term, trunc, info = venv.step(zero)  # next-step autoreset
+    assert not trunc.any() and np.all(rew == 0)
+    assert all(np.any(np.all(np.isclose(o, bank), axis=1)) for o in obs)
+
+
+def test_sb3_vec_env_terminal_observation(checkpoints):
+    from keycld_gym.vector import sb3_vec_env
+    vec = sb3_vec_env("pendulum", 2, checkpoint=checkpoints["pendulum"], bank_size=4)
+    vec.reset()
+    for t in range(1000):
+        obs, rew, done, infos = vec.step(np.zeros((2, 1), np.float32))
+    assert done.all() and all(i["TimeLimit.truncated"] for i in infos)
+    assert all(i["terminal_observation"].shape == (4,) for i in infos)
+
+
+def test_keypoint_rewards_match_dm_control():
+    """Keypoints placed by the true geometry give dm_control's reward (conventions check)."""
+    from keycld.tasks import load_task
+    from keycld_gym import rewards as R
+    rng = np.random.default_rng(0)
+    for system in SYSTEMS:
+        env = load_task(system, random=0)
+        env.reset()
+        p = env.physics
+        for _ in range(20):
+            q = rng.uniform(-np.pi, np.pi, p.model.nq)
+            v = rng.uniform(-3, 3, p.model.nv)
+            ctrl = rng.uniform(-2, 2, p.model.nu)
+            with p.reset_context():
+                p.data.qpos[:], p.data.qvel[:], p.data.ctrl[:] = q, v, ctrl
+            expected = env.task.get_reward(p)
+            if system == "pendulum":
+                th, w = q[0], v[0]
+                x = 0.5 * np.array([np.sin(th), np.cos(th)])
+                xd = 0.5 * w * np.array([np.cos(th), -np.sin(th)])
+            elif system == "cartpole":
+                c, th = q[0] / R.METRES_PER_UNIT["cartpole"], q[1]
+                cd, w = v[0] / R.METRES_PER_UNIT["cartpole"], v[1]
+                x = np.array([c, 0, c + 0.5 * np.sin(th), 0.5 * np.cos(th)])
+                xd = np.array([cd, 0, cd + 0.5 * w * np.cos(th), -0.5 * w * np.sin(th)])
+            else:
+                a1, a2 = q[0], q[0] + q[1]
+                p1 = 0.3 * np.array([np.sin(a1), np.cos(a1)])
+                x = np.concatenate([p1, p1 + 0.3 * np.array([np.sin(a2), np.cos(a2)])])
+                xd = np.zeros(4)
+            got = float(R.REWARDS[system](jnp.asarray(x), jnp.asarray(xd), jnp.asarray(ctrl)))
+            assert got == pytest.approx(expected, abs=1e-4), (system, q, v)

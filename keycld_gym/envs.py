@@ -293,6 +293,8 @@ class KeyCLDRealEnv(gym.Env):
         a = TASK_SPECS[system].num_actions
         self.action_space = spaces.Box(-1.0, 1.0, (a,), np.float32)
         self._frames: list[np.ndarray] = []
+        self._needs_frames = obs_type in ("pixels", "keypoints")  # else render only on demand
+        self._started = False
         self.model = None
         if obs_type == "keypoints":
             from keycld.train import load_model
@@ -344,20 +346,23 @@ class KeyCLDRealEnv(gym.Env):
         dm_seed = int(self.np_random.integers(0, 2 ** 31 - 1))
         self._dm.reset(seed=dm_seed)
         zero = np.zeros(self.action_space.shape)
-        self._frames = [self._frame()]
+        self._frames = [self._frame()] if self._needs_frames else []
         for _ in range(2):
             dm_obs, *_ = self._dm.step(zero)
-            self._frames.append(self._frame())
+            if self._needs_frames:
+                self._frames.append(self._frame())
+        self._started = True
         obs, saturated = self._observe(dm_obs)
         return obs, {"saturated": saturated, "qpos": self.physics.data.qpos.copy(),
                      "qvel": self.physics.data.qvel.copy()}
 
     def step(self, action):
-        if not self._frames:
+        if not self._started:
             raise RuntimeError("call reset() before step()")
         a = check_action(action, self.action_space)
         dm_obs, reward, terminated, truncated, _ = self._dm.step(a.astype(np.float64) * 2.0)
-        self._frames = self._frames[-2:] + [self._frame()]
+        if self._needs_frames:
+            self._frames = self._frames[-2:] + [self._frame()]
         obs, saturated = self._observe(dm_obs)
         return obs, float(reward), bool(terminated), bool(truncated), {
             "saturated": saturated, "qpos": self.physics.data.qpos.copy(), "qvel": self.physics.data.qvel.copy()}
@@ -366,9 +371,9 @@ class KeyCLDRealEnv(gym.Env):
         if self.render_mode is None:
             gym.logger.warn("render() called without render_mode; use render_mode='rgb_array'")
             return None
-        if not self._frames:
+        if not self._started:
             raise RuntimeError("call reset() before render()")
-        return self._frames[-1]
+        return self._frames[-1] if self._needs_frames else self._frame()
 
 
 class KeyCLDPendulumRealEnv(KeyCLDRealEnv):

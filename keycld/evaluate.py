@@ -38,23 +38,22 @@ def prediction_errors(model: KeyCLD, params, frames: np.ndarray, actions: np.nda
     return np.stack([np.asarray(m) for m, _ in out]), np.stack([np.asarray(x) for _, x in out])
 
 
-def vpt_stats(vpt: np.ndarray) -> dict:
+def vpt_stats(vpt: np.ndarray, max_frames: int) -> dict:
     return dict(mean=float(np.mean(vpt)), std=float(np.std(vpt)), median=float(np.median(vpt)),
-                n=int(vpt.size), max_frames=None)
+                n=int(vpt.size), max_frames=int(max_frames))
 
 
 def evaluate_vpt(model: KeyCLD, params, dataset) -> dict:
     """VPT statistics over every sequence of ``dataset`` (a ``keycld.data.Dataset`` split)."""
     mse, xs = prediction_errors(model, params, dataset.frames, dataset.action)
     vpt = np.asarray(vpt_from_mse(jnp.asarray(mse), dataset.epsilon))
-    stats = vpt_stats(vpt)
-    stats["max_frames"] = int(mse.shape[1])
+    stats = vpt_stats(vpt, mse.shape[1])
     stats["epsilon"] = float(dataset.epsilon)
     stats["per_sequence"] = vpt.tolist()
-    if model.dynamics.constrained or model.model in ("keycld", "no_constraint", "fc"):
-        res = np.abs(np.asarray(jax.vmap(jax.vmap(model.dynamics.constraint_residual))(jnp.asarray(xs))))
-        stats["constraint_residual"] = dict(mean=float(res.mean()), max=float(res.max()),
-                                            median=float(np.median(res)))
+    # |Φ| of the predicted keypoints: the known constraints, whether or not the model uses them
+    res = np.abs(np.asarray(jax.vmap(jax.vmap(model.dynamics.constraint_residual))(jnp.asarray(xs))))
+    stats["constraint_residual"] = dict(mean=float(res.mean()), max=float(res.max()),
+                                        median=float(np.median(res)))
     return stats
 
 

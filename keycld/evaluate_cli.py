@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 SPLITS = ("val", "train", "heldout")
 HELDOUT_FIRST_SEED, HELDOUT_RUNS = 1000, 50
 
@@ -58,9 +60,6 @@ def potential_landscape(model, params, dataset, path: Path) -> dict:
     plt.close(fig)
     tmp.replace(path)
     return {"min": float(v.min()), "max": float(v.max())}
-
-
-import numpy as np  # noqa: E402  (after the function definitions that use it lazily)
 
 
 def cmd_evaluate(args, parser) -> int:

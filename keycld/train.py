@@ -205,8 +205,6 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, ca
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
         last = record
     if validate and len(val_set):
-        if start_epoch >= cfg.num_epochs:  # nothing trained in this call
-            pass
         vpt = evaluate_vpt(model, state.params, val_set)
         vpt.update(split="val", epochs=cfg.num_epochs, steps=int(state.step), train_wall_time_s=wall)
         write_json(run_dir / "vpt.json", vpt)

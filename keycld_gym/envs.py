@@ -5,7 +5,6 @@ range) and the ``keypoints`` observation, so a policy moves between them unchang
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import gymnasium as gym
@@ -45,11 +44,7 @@ def keypoint_space(params: F.EnvParams) -> spaces.Box:
     return spaces.Box(-high, high, dtype=np.float32)
 
 
-@partial(jax.jit, static_argnums=())
-def _step(state, action, params):
-    return F.step(state, action, params)
-
-
+_step = jax.jit(F.step)
 _render = jax.jit(F.render)
 _reset = jax.jit(F.reset)
 

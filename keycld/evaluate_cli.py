@@ -75,8 +75,8 @@ def cmd_evaluate(args, parser) -> int:
     stats = evaluate_vpt(model, params, ds)
     stats["split"] = args.split
     if model.dynamics.lagrangian:
-        full = evaluation_dataset(cfg, "val", args.cache_dir, progress=False)
-        stats["potential"] = potential_landscape(model, params, full, run_dir / "potential.png")
+        # every dataset of a system carries the same 16×16 resting-state grid
+        stats["potential"] = potential_landscape(model, params, ds, run_dir / "potential.png")
     out = run_dir / ("vpt.json" if args.split == "val" else f"vpt_{args.split}.json")
     write_json(out, stats)
     print(f"{run_dir} [{args.split}, {stats['n']} sequences, ε={stats['epsilon']:.5f}]: "

@@ -167,6 +167,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, ca
     train_set, val_set = data.split("train"), data.split("val")
     train_step = make_train_step(cfg, model)
     last: dict = {}
+    vpt = None  # validation VPT of the latest epoch trained in this call
     for epoch in range(start_epoch, cfg.num_epochs):
         t0 = time.perf_counter()
         order = _epoch_order(cfg, epoch, len(train_set))
@@ -205,7 +206,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, ca
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
         last = record
     if validate and len(val_set):
-        vpt = evaluate_vpt(model, state.params, val_set)
+        if vpt is None:  # nothing trained in this call (e.g. resuming a finished run)
+            vpt = evaluate_vpt(model, state.params, val_set)
         vpt.update(split="val", epochs=cfg.num_epochs, steps=int(state.step), train_wall_time_s=wall)
         write_json(run_dir / "vpt.json", vpt)
         last["vpt"] = vpt

@@ -49,6 +49,16 @@ def vector_step(states: F.EnvState, actions, done, key, params: F.EnvParams, sam
     return new, jax.vmap(F.observe)(new), rew, trunc, info
 
 
+def check_actions(actions, shape: tuple[int, ...]) -> np.ndarray:
+    """Batched actions as float32 (N, A); raise unless finite and inside [-1, 1]."""
+    a = np.asarray(actions, np.float32)
+    if a.shape != shape:
+        raise ValueError(f"actions have shape {a.shape}; expected {shape}")
+    if not np.all(np.isfinite(a)) or np.any(np.abs(a) > 1.0):
+        raise ValueError("actions must be finite and inside [-1, 1]")
+    return a
+
+
 class KeyCLDVectorEnv(gym.vector.VectorEnv):
     """N copies of a learned KeyCLD environment (``obs_type="keypoints"``) in one jitted step."""
 
@@ -102,11 +112,7 @@ class KeyCLDVectorEnv(gym.vector.VectorEnv):
     def step(self, actions):
         if self._states is None:
             raise RuntimeError("call reset() before step()")
-        a = np.asarray(actions, np.float32)
-        if a.shape != self.action_space.shape:
-            raise ValueError(f"actions have shape {a.shape}; expected {self.action_space.shape}")
-        if not np.all(np.isfinite(a)) or np.any(np.abs(a) > 1.0):
-            raise ValueError("actions must be finite and inside [-1, 1]")
+        a = check_actions(actions, self.action_space.shape)
         self._states, obs, rew, trunc, info = vector_step(self._states, jnp.asarray(a), self._done,
                                                           self._next_key(), self.params)
         self._done = trunc
@@ -150,9 +156,7 @@ def sb3_vec_env(system: str, num_envs: int, checkpoint=None, seed: int = 0, **kw
 
         def step_wait(self):
             inner = self.inner
-            a = self._actions
-            if not np.all(np.isfinite(a)) or np.any(np.abs(a) > 1.0):
-                raise ValueError("actions must be finite and inside [-1, 1]")
+            a = check_actions(self._actions, inner.action_space.shape)
             inner._states, obs, rew, trunc, info = vector_step(
                 inner._states, jnp.asarray(a), inner._done, inner._next_key(), inner.params, same_step=True)
             obs, rew, trunc = np.asarray(obs), np.asarray(rew), np.asarray(trunc)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from flax import serialization
 
-CHECKPOINT = "checkpoint.msgpack"
+CHECKPOINT = "checkpoint.msgpack"  # params + optimiser state + counters (resumable)
+PARAMS = "params.msgpack"  # weights only (exported models)
 
 
 def save(path: str | os.PathLike, tree) -> None:
@@ -28,3 +29,14 @@ def load(path: str | os.PathLike, target):
         return serialization.from_bytes(target, data)
     except Exception as err:
         raise ValueError(f"checkpoint {path} is unreadable or does not match the model: {err}") from None
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (identifies the weights a cache was built from)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

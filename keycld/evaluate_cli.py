@@ -1,7 +1,6 @@
 """``keycld evaluate RUN_DIR`` and ``keycld reproduce``."""
 from __future__ import annotations
 
-import json
 import shlex
 import subprocess
 import sys
@@ -111,20 +110,11 @@ def reproduce_commands(root: str, extra: str = "") -> list[tuple[str, str, str, 
 
 
 def vpt_table(root: Path) -> str:
-    """Markdown table of VPT mean ± std (median) per dataset and model from run directories."""
-    header = "| dataset | " + " | ".join(REPRO_MODELS) + " |\n|---|" + "---|" * len(REPRO_MODELS) + "\n"
-    rows = []
-    for env, control in DATASETS:
-        cells = []
-        for model in REPRO_MODELS:
-            f = root / f"{model}-{env}-random-{control}" / "vpt.json"
-            if f.exists():
-                v = json.loads(f.read_text())
-                cells.append(f"{v['mean']:.1f} ± {v['std']:.1f} ({v['median']:.0f})")
-            else:
-                cells.append("not trained")
-        rows.append(f"| {env} / {control} | " + " | ".join(cells) + " |")
-    return header + "\n".join(rows) + "\n"
+    """Markdown table of VPT mean ± std per dataset and model from the run directories under
+    ``root`` (one implementation: :mod:`keycld.vpt_table`)."""
+    from keycld.vpt_table import collect_runs, render_table
+
+    return render_table(collect_runs([Path(root)]), base=Path(root))
 
 
 def cmd_reproduce(args, parser) -> int:

@@ -183,4 +183,5 @@ class CameraRenderer:
         self._camera = Camera(physics, height=size, width=size, camera_id=0)
 
     def __call__(self) -> np.ndarray:
-        return self._camera.render()
+        # the camera renders into one reused buffer: copy so earlier frames stay intact
+        return self._camera.render().copy()

@@ -106,19 +106,24 @@ def _checkpoint_tree(state: TrainState, epoch: int, wall: float) -> dict:
 
 def load_checkpoint(run_dir: Path, cfg: TrainConfig, model: KeyCLD) -> tuple[TrainState, int, float]:
     """(state, completed epochs, training wall time so far) from ``run_dir``."""
-    target = _checkpoint_tree(init_state(cfg, model), 0, 0.0)
+    # structure only (eval_shape): initialising the networks eagerly costs seconds to minutes
+    target = _checkpoint_tree(jax.eval_shape(lambda: init_state(cfg, model)), 0, 0.0)
     tree = checkpoint.load(run_dir / checkpoint.CHECKPOINT, target)
     state = TrainState(tree["params"], tree["opt_state"], jnp.asarray(tree["step"], jnp.int32))
     return state, int(tree["epoch"]), float(tree["wall_time"])
 
 
 def load_model(run_dir: str | os.PathLike) -> tuple[KeyCLD, dict, TrainConfig]:
-    """(model, params, config) of a trained run directory."""
+    """(model, params, config) of a trained run directory or an exported model directory
+    (``params.msgpack`` with the weights only, see ``keycld_gym.zoo``)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
     cfg = TrainConfig.load(run_dir / "config.json")
     model = KeyCLD.from_config(cfg)
+    if not (run_dir / checkpoint.CHECKPOINT).exists() and (run_dir / checkpoint.PARAMS).exists():
+        target = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+        return model, checkpoint.load(run_dir / checkpoint.PARAMS, target), cfg
     state, _, _ = load_checkpoint(run_dir, cfg, model)
     return model, state.params, cfg
 

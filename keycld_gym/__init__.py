@@ -12,6 +12,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import keycld  # noqa: E402,F401  (XLA flags before jax starts)
 from gymnasium.envs.registration import register, registry  # noqa: E402
+from keycld_gym.compare import compare  # noqa: E402,F401  (diagnostics; light import)
 
 SYSTEMS = {"Pendulum": "pendulum", "Cartpole": "cartpole", "Acrobot": "acrobot"}
 

@@ -114,6 +114,11 @@ class KeyCLDEnv(gym.Env):
                                   else spaces.Box(0, 255, (64, 64, 3), np.uint8))
         self._state: F.EnvState | None = None
 
+    @property
+    def state(self) -> F.EnvState | None:
+        """The current functional state (None before ``reset``)."""
+        return self._state
+
     def _obs(self) -> np.ndarray:
         if self.obs_type == "pixels":
             return np.asarray(_render(self._state, self.params))
@@ -288,18 +293,15 @@ class KeyCLDRealEnv(gym.Env):
         a = TASK_SPECS[system].num_actions
         self.action_space = spaces.Box(-1.0, 1.0, (a,), np.float32)
         self._frames: list[np.ndarray] = []
+        self._keypoints: list[np.ndarray] = []
+        self._camera = None  # one reused camera-0 renderer (created on the first frame)
         self._needs_frames = obs_type in ("pixels", "keypoints")  # else render only on demand
         self._started = False
         self.model = None
         if obs_type == "keypoints":
-            from keycld.train import load_model
-            from keycld_gym.loading import default_checkpoint
-            run_dir = checkpoint if checkpoint is not None else default_checkpoint(system)
-            self.model, self.weights, cfg = load_model(run_dir)
-            if cfg.environment != system:
-                raise ValueError(f"checkpoint {run_dir} is a {cfg.environment!r} model, not {system!r}")
-            params = F.EnvParams(weights=self.weights, bank=jnp.zeros((1, 4 * self.model.num_keypoints)),
-                                 model=self.model)
+            from keycld_gym.loading import load_model_params
+            params = load_model_params(system, checkpoint)
+            self.model, self.weights = params.model, params.weights
             self.observation_space = keypoint_space(params)
         elif obs_type == "pixels":
             self.observation_space = spaces.Box(0, 255, (64, 64, 3), np.uint8)
@@ -320,15 +322,19 @@ class KeyCLDRealEnv(gym.Env):
                           dtype=np.float32)
 
     def _frame(self) -> np.ndarray:
-        from keycld.tasks import render
-        return render(self.physics)
+        if self._camera is None:
+            from keycld.tasks import CameraRenderer
+            self._camera = CameraRenderer(self.physics)
+        return self._camera()
 
     def _observe(self, dm_obs) -> tuple[np.ndarray, bool]:
         if self.obs_type == "pixels":
             return self._frames[-1], False
         if self.obs_type == "keypoints":
-            from keycld_gym.loading import encode_backward
-            obs = encode_backward(self.model, self.weights, np.stack(self._frames[-3:])).astype(np.float32)
+            from keycld_gym.loading import backward_state, encode_keypoints
+            new = self._frames[-1:] if self._keypoints else self._frames  # one new frame per step
+            self._keypoints = (self._keypoints + list(encode_keypoints(self.model, self.weights, np.stack(new))))[-3:]
+            obs = backward_state(self.model, np.stack(self._keypoints)).astype(np.float32)
         else:
             obs = np.concatenate([np.ravel(dm_obs[k]) for k, _ in STATE_LAYOUT[self.system]]).astype(np.float32)
         clipped = np.clip(obs, self.observation_space.low, self.observation_space.high)
@@ -342,6 +348,7 @@ class KeyCLDRealEnv(gym.Env):
         self._dm.reset(seed=dm_seed)
         zero = np.zeros(self.action_space.shape)
         self._frames = [self._frame()] if self._needs_frames else []
+        self._keypoints = []  # keypoints of the last frames (obs_type keypoints)
         for _ in range(2):
             dm_obs, *_ = self._dm.step(zero)
             if self._needs_frames:

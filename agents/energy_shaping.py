@@ -1,0 +1,415 @@
+"""Energy-based swing-up: energy pumping far from the goal, an LQR (or PD) catch near it.
+
+One law for every system, fed either by a trained KeyCLD model in keypoint coordinates
+(``LearnedModel``: learned V, M, B and the known constraint Jacobian) or by the simulator's
+true model in joint coordinates (``TrueModel``: MuJoCo's mass matrix, gravity and actuation).
+
+**Pumping.** With the energy E(s) = ½ vᵀ M v + V and its rate Ė = g(s)·u + (terms without u),
+the law u = clip(k_E (E* − E) g(s), −1, 1) never removes energy while E < E* and never adds any
+while E > E* (each clipped component keeps the sign of (E* − E) g). For a Lagrangian model with
+tangent velocities g = Bᵀẋ (the constraint forces do no work). E* is the energy of the goal at
+rest, E(x*, 0) = V(x*). The cartpole pumps the energy in the cart's frame (the cart's own
+velocity removed; Åström–Furuta), so pushing the cart along does not count as progress: this is
+what lets the underactuated cartpole (pole torque 0) swing up through the cart alone.
+
+**Catch.** An infinite-horizon LQR on the model linearised at the goal (``jax.jacfwd`` for the
+learned model, finite differences of MuJoCo's accelerations for the true one) in minimal local
+coordinates: [Tᵀ(x − x*), Tᵀẋ] with T an orthonormal basis of the constraint tangent space at
+x* (learned) or [q − q*, q̇] with wrapped angles (true). ``catch="pd"`` uses instead the
+potential shaping with damping injection u = B⁺(∇V(x) − K_p (x − x*) − K_d ẋ).
+
+**Switching rule.** The catch takes over when its own action is inside the Box with margin,
+‖u_catch‖∞ ≤ ``switch`` (default 1: the linear law would not saturate, a cheap estimate of its
+region of attraction), and hands back to pumping when ‖u_catch‖∞ > ``release`` (default 3).
+For a learned model both also need x inside the local chart of the goal (``in_chart``).
+
+Actions are in the env's units ([-1, 1], ×2 to the datasets' range); ``underactuated=True``
+holds every actuator but the first (the cartpole's pole torque) at zero.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
+
+from keycld.model import constraints as C
+from keycld.tasks import TASK_SPECS, check_environment
+
+CATCHES = ("lqr", "pd")
+# The actuated "base" whose frame the energy is pumped in: cartpole's cart (keypoint 0, joint 0).
+BASE_FRAME = {"pendulum": False, "cartpole": True, "acrobot": False}
+GOAL_QPOS = {"pendulum": (0.0,), "cartpole": (0.0, 0.0), "acrobot": (0.0, 0.0)}  # upright
+
+
+@dataclasses.dataclass(frozen=True)
+class Gains:
+    """Gains of the energy-shaping law (action units [-1, 1]).
+
+    k_energy: pumping gain on (E* − E) g (large = bang-bang pumping).
+    catch: "lqr" or "pd". q_pos, q_vel, r: LQR weights Q = diag(q_pos·I, q_vel·I), R = r·I in
+    the model's local coordinates (image units for a learned model, rad and m for the true one).
+    kp, kd: PD gains (model coordinates). switch, release: the switching rule's levels.
+    center_p, center_d: while pumping, the actuated base (the cart) is also pushed back to the
+    centre, u_base −= center_p·p + center_d·ṗ (0 for systems without a base).
+    """
+
+    k_energy: float = 100.0
+    catch: str = "lqr"
+    q_pos: float = 10.0
+    q_vel: float = 1.0
+    r: float = 1.0
+    kp: float = 10.0
+    kd: float = 1.0
+    switch: float = 1.0
+    release: float = 3.0
+    center_p: float = 0.0
+    center_d: float = 0.0
+
+    def __post_init__(self):
+        if self.catch not in CATCHES:
+            raise ValueError(f"unknown catch {self.catch!r}; allowed: {', '.join(CATCHES)}")
+        for name in ("k_energy", "q_pos", "q_vel", "r", "switch", "release"):
+            v = getattr(self, name)
+            if not np.isfinite(v) or v <= 0:
+                raise ValueError(f"gain {name} must be a finite number > 0, got {v!r}")
+        for name in ("kp", "kd", "center_p", "center_d"):
+            v = getattr(self, name)
+            if not np.isfinite(v) or v < 0:
+                raise ValueError(f"gain {name} must be a finite number >= 0, got {v!r}")
+        if self.release < self.switch:
+            raise ValueError(f"release ({self.release}) must be >= switch ({self.switch})")
+
+
+# Defaults per (model kind, system); the learned models' coordinates are image units
+# (1 unit = half the image), the true model's radians and metres.
+DEFAULT_GAINS: dict[tuple[str, str], Gains] = {
+    ("true", "pendulum"): Gains(q_pos=10.0, q_vel=1.0, r=1.0, kp=3.0, kd=0.5),
+    ("true", "cartpole"): Gains(q_pos=10.0, q_vel=1.0, r=1.0, kp=3.0, kd=0.5, center_p=0.3, center_d=0.5),
+    ("true", "acrobot"): Gains(q_pos=10.0, q_vel=1.0, r=3.0, kp=10.0, kd=2.0),
+    ("learned", "pendulum"): Gains(q_pos=100.0, q_vel=1.0, r=1.0, kp=10.0, kd=1.0),
+    ("learned", "cartpole"): Gains(q_pos=100.0, q_vel=1.0, r=1.0, kp=10.0, kd=1.0),
+    ("learned", "acrobot"): Gains(q_pos=1000.0, q_vel=10.0, r=1.0, kp=30.0, kd=3.0),
+}
+
+
+def lqr_gain(a: np.ndarray, b: np.ndarray, q_pos: float, q_vel: float, r: float) -> np.ndarray:
+    """Continuous-time LQR gain K (A_u, 2n) for ė = a e + b u, e = [positions (n), velocities (n)]."""
+    n = a.shape[0] // 2
+    q = np.diag(np.r_[np.full(n, q_pos), np.full(n, q_vel)])
+    rr = r * np.eye(b.shape[1])
+    try:
+        p = scipy.linalg.solve_continuous_are(a, b, q, rr)
+    except (np.linalg.LinAlgError, ValueError) as err:
+        raise ValueError(f"the model linearised at the goal is not stabilisable with these actuators "
+                         f"({err}); use catch='pd'") from err
+    return np.linalg.solve(rr, b.T @ p)
+
+
+# ---------------------------------------------------------------------------------------------
+# Models: the quantities the law needs, in the model's own coordinates.
+# ---------------------------------------------------------------------------------------------
+class LearnedModel:
+    """A trained KeyCLD model's E, ∂Ė/∂u, ∇V, B and goal linearisation in keypoint coordinates.
+
+    Args:
+        params: ``keycld_gym.functional.EnvParams`` (weights, model, action scale).
+        x_goal: (2K,) keypoints of the upright pose (``goal_keypoints``).
+    """
+
+    kind = "learned"
+
+    def __init__(self, params, x_goal: np.ndarray):
+        self.system = params.model.environment
+        dyn, w, scale = params.model.dynamics, params.weights["dynamics"], float(params.action_scale)
+        if not dyn.lagrangian:
+            raise ValueError(f"energy shaping needs a Lagrangian model, not {dyn.kind!r}")
+        self.num_actions = params.model.num_actions
+        base = BASE_FRAME[self.system]
+
+        def frame_velocity(xd):
+            if not base:
+                return xd
+            return jnp.concatenate([jnp.zeros(2), xd[2:] - jnp.tile(xd[0:2], (xd.shape[0] - 2) // 2)])
+
+        def energy(x, xd):
+            return dyn.energy(w, x, frame_velocity(xd))
+
+        def accel(x, xd, u):
+            return dyn.acceleration(w, x, xd, u * scale)
+
+        def pump(x, xd):
+            de = jax.grad(energy, argnums=1)(x, xd)
+            return jax.jacfwd(lambda u: de @ accel(x, xd, u))(jnp.zeros(self.num_actions))
+
+        def pd_terms(x):
+            return jax.grad(lambda y: dyn.potential(w, y))(x), dyn.input_matrix(w, x) * scale
+
+        self._energy, self._pump, self._pd = jax.jit(energy), jax.jit(pump), jax.jit(pd_terms)
+        x_goal = jnp.asarray(x_goal, jnp.float32)
+        if dyn.constrained:
+            x_goal = C.project_position(dyn.phi, x_goal)
+            d = np.asarray(C.jacobian(dyn.phi, x_goal))
+            self.tangent = scipy.linalg.null_space(d)
+        else:
+            self.tangent = np.eye(x_goal.shape[0])
+        self.x_goal = np.asarray(x_goal)
+        self.goal_energy = float(energy(x_goal, jnp.zeros_like(x_goal)))
+        t = jnp.asarray(self.tangent, jnp.float32)
+
+        def local_dynamics(e, u):
+            n = t.shape[1]
+            z, zd = e[:n], e[n:]
+            return jnp.concatenate([zd, t.T @ accel(x_goal + t @ z, t @ zd, u)])
+
+        self._local = local_dynamics
+
+    def linearize(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(A (2n, 2n), B (2n, A), u_eq (A,)) at the goal; u_eq holds the learned goal at rest."""
+        n2 = 2 * self.tangent.shape[1]
+        e0, u0 = jnp.zeros(n2), jnp.zeros(self.num_actions)
+        b = np.asarray(jax.jacfwd(self._local, argnums=1)(e0, u0))
+        drift = np.asarray(self._local(e0, u0))
+        u_eq = np.zeros(self.num_actions)
+        u_eq[mask] = np.linalg.lstsq(b[n2 // 2:, mask], -drift[n2 // 2:], rcond=None)[0]
+        a = np.asarray(jax.jacfwd(self._local, argnums=0)(e0, jnp.asarray(u_eq, jnp.float32)))
+        return a, b, u_eq
+
+    def bind(self, env) -> None:
+        pass
+
+    def observe(self, obs: np.ndarray, info: dict) -> tuple[np.ndarray, np.ndarray]:
+        d = obs.shape[0] // 2
+        return obs[:d], obs[d:]
+
+    def energy(self, s) -> float:
+        return float(self._energy(*s))
+
+    def pump_direction(self, s) -> np.ndarray:
+        return np.asarray(self._pump(*s))
+
+    def error(self, s) -> np.ndarray:
+        return np.r_[self.tangent.T @ (s[0] - self.x_goal), self.tangent.T @ s[1]]
+
+    def in_chart(self, s, max_angle: float = 0.6) -> bool:
+        """Whether x is close enough to x* for the tangent coordinates to mean something.
+
+        Far from the goal a linear chart folds (the pendulum's bottom has almost no tangential
+        offset from the top), so the catch is allowed only while the offset's component normal
+        to the tangent space is at most tan(max_angle / 2) times its tangential component (on a
+        circle: within ``max_angle`` rad of the goal).
+        """
+        d = s[0] - self.x_goal
+        tangential = np.linalg.norm(self.tangent.T @ d)
+        normal = np.linalg.norm(d - self.tangent @ (self.tangent.T @ d))
+        return bool(normal <= np.tan(max_angle / 2) * tangential + 1e-6)
+
+    def base(self, s) -> tuple[float, float]:
+        """Horizontal position and velocity of the base keypoint relative to the goal."""
+        return float(s[0][0] - self.x_goal[0]), float(s[1][0])
+
+    def pd_action(self, s, kp: float, kd: float, mask: np.ndarray) -> np.ndarray:
+        grad_v, b = (np.asarray(a) for a in self._pd(s[0]))
+        force = grad_v - kp * (s[0] - self.x_goal) - kd * s[1]
+        u = np.zeros(self.num_actions)
+        u[mask] = np.linalg.lstsq(b[:, mask], force, rcond=None)[0]
+        return u
+
+
+class TrueModel:
+    """The simulator's own model (MuJoCo) in joint coordinates: the true-model baseline.
+
+    Reads q, q̇ from the bound env's physics (not from the observation).
+    """
+
+    kind = "true"
+
+    def __init__(self, system: str, eps: float = 1e-6):
+        import mujoco
+
+        from keycld.tasks import load_task
+
+        self.system = system
+        self._mj = mujoco
+        physics = load_task(system).physics
+        self.model = physics.model.ptr
+        self.data = mujoco.MjData(self.model)
+        self.nv, self.num_actions = self.model.nv, self.model.nu
+        self.scale = TASK_SPECS[system].action_scale
+        self.actuation = np.zeros((self.nv, self.num_actions))  # ∂τ/∂u in action units
+        for i in range(self.num_actions):
+            self.actuation[self.model.actuator_trnid[i, 0], i] = self.model.actuator_gear[i, 0] * self.scale
+        self.hinge = self.model.jnt_type == mujoco.mjtJoint.mjJNT_HINGE
+        self.q_goal = np.asarray(GOAL_QPOS[system], float)
+        self.frame = np.ones(self.nv)
+        if BASE_FRAME[system]:
+            self.frame[0] = 0.0  # the cart's velocity removed
+        self.eps = eps
+        self.physics = None
+        self.goal_energy = self.energy((self.q_goal, np.zeros(self.nv)))
+
+    def bind(self, env) -> None:
+        self.physics = env.physics
+
+    def _forward(self, q, qd, u=None) -> None:
+        d = self.data
+        d.qpos[:], d.qvel[:] = q, qd
+        d.ctrl[:] = 0.0 if u is None else np.asarray(u) * self.scale
+        self._mj.mj_forward(self.model, d)
+
+    def _mass(self) -> np.ndarray:
+        m = np.zeros((self.nv, self.nv))
+        self._mj.mj_fullM(self.model, self.data, m)
+        return m
+
+    def observe(self, obs, info) -> tuple[np.ndarray, np.ndarray]:
+        return self.physics.data.qpos.copy(), self.physics.data.qvel.copy()
+
+    def energy(self, s) -> float:
+        q, qd = s
+        self._forward(q, qd)
+        v = -float(np.sum(self.model.body_mass[:, None] * self.data.xipos * self.model.opt.gravity))
+        w = self.frame * qd
+        return 0.5 * float(w @ self._mass() @ w) + v
+
+    def pump_direction(self, s) -> np.ndarray:
+        q, qd = s
+        self._forward(q, qd)
+        m = self._mass()
+        w = self.frame * qd
+        return self.actuation.T @ np.linalg.solve(m, self.frame * (m @ w))
+
+    def error(self, s) -> np.ndarray:
+        dq = s[0] - self.q_goal
+        dq = np.where(self.hinge, (dq + np.pi) % (2 * np.pi) - np.pi, dq)
+        return np.r_[dq, s[1]]
+
+    def in_chart(self, s) -> bool:
+        """Joint coordinates with wrapped angles cover the whole configuration space."""
+        return True
+
+    def base(self, s) -> tuple[float, float]:
+        """Position and velocity of the base joint (the cart's slider) relative to the goal."""
+        return float(s[0][0] - self.q_goal[0]), float(s[1][0])
+
+    def _qacc(self, q, qd, u) -> np.ndarray:
+        self._forward(q, qd, u)
+        return self.data.qacc.copy()
+
+    def linearize(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n, e = self.nv, self.eps
+        q0, v0, u0 = self.q_goal, np.zeros(n), np.zeros(self.num_actions)
+        a = np.zeros((2 * n, 2 * n))
+        a[:n, n:] = np.eye(n)
+        for j in range(n):
+            dj = np.eye(n)[j] * e
+            a[n:, j] = (self._qacc(q0 + dj, v0, u0) - self._qacc(q0 - dj, v0, u0)) / (2 * e)
+            a[n:, n + j] = (self._qacc(q0, v0 + dj, u0) - self._qacc(q0, v0 - dj, u0)) / (2 * e)
+        b = np.zeros((2 * n, self.num_actions))
+        for i in range(self.num_actions):
+            di = np.eye(self.num_actions)[i] * e
+            b[n:, i] = (self._qacc(q0, v0, u0 + di) - self._qacc(q0, v0, u0 - di)) / (2 * e)
+        return a, b, u0
+
+    def pd_action(self, s, kp: float, kd: float, mask: np.ndarray) -> np.ndarray:
+        q, qd = s
+        self._forward(q, np.zeros(self.nv))
+        gravity = self.data.qfrc_bias.copy()  # the torque that holds q at rest
+        err = self.error(s)
+        force = gravity - kp * err[:self.nv] - kd * qd
+        u = np.zeros(self.num_actions)
+        u[mask] = np.linalg.lstsq(self.actuation[:, mask], force, rcond=None)[0]
+        return u
+
+
+# ---------------------------------------------------------------------------------------------
+# The controller
+# ---------------------------------------------------------------------------------------------
+class EnergyShapingController:
+    """Energy pumping + LQR/PD catch on a ``LearnedModel`` or ``TrueModel`` (an ``agents.base.Agent``).
+
+    ``last_mode`` is "pump" or "catch" after each ``act``.
+    """
+
+    def __init__(self, model, gains: Gains | None = None, underactuated: bool = False):
+        if underactuated and model.system != "cartpole":
+            raise ValueError(f"underactuated is defined for the cartpole only, not {model.system!r}")
+        self.model = model
+        self.gains = gains or DEFAULT_GAINS[(model.kind, model.system)]
+        self.mask = np.ones(model.num_actions, bool)
+        if underactuated:
+            self.mask[1:] = False
+        self.underactuated = underactuated
+        a, b, self.u_eq = model.linearize(self.mask)
+        self.k_lqr = np.zeros((model.num_actions, a.shape[0]))
+        if self.gains.catch == "lqr":
+            g = self.gains
+            self.k_lqr[self.mask] = lqr_gain(a, b[:, self.mask], g.q_pos, g.q_vel, g.r)
+        self.caught = False
+        self.last_mode = "pump"
+
+    def reset(self, env, obs: np.ndarray, info: dict[str, Any]) -> None:
+        self.model.bind(env)
+        self.caught = False
+
+    def catch_action(self, s) -> np.ndarray:
+        g = self.gains
+        if g.catch == "lqr":
+            return self.u_eq - self.k_lqr @ self.model.error(s)
+        return self.model.pd_action(s, g.kp, g.kd, self.mask)
+
+    def pump_action(self, s) -> np.ndarray:
+        de = self.model.goal_energy - self.model.energy(s)
+        g = self.model.pump_direction(s) * self.mask
+        if np.max(np.abs(g)) < 1e-9:  # at rest: any push starts the swing
+            u = self.mask.astype(float)
+        else:
+            u = self.gains.k_energy * de * g
+        if BASE_FRAME[self.model.system]:
+            p, v = self.model.base(s)
+            u[0] -= self.gains.center_p * p + self.gains.center_d * v
+        return u
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        s = self.model.observe(obs, info)
+        u_catch = self.catch_action(s)
+        level = float(np.max(np.abs(u_catch))) if self.model.in_chart(s) else np.inf
+        self.caught = level <= self.gains.release if self.caught else level <= self.gains.switch
+        u = u_catch if self.caught else self.pump_action(s)
+        self.last_mode = "catch" if self.caught else "pump"
+        return np.clip(u * self.mask, -1.0, 1.0).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Construction helpers
+# ---------------------------------------------------------------------------------------------
+def goal_keypoints(system: str, model, weights) -> np.ndarray:
+    """x* (2K,): the encoder's keypoints of the upright pose rendered by the real simulation."""
+    from keycld.tasks import load_task, render, set_state
+    from keycld_gym.loading import encode_central
+
+    check_environment(system)
+    physics = load_task(system).physics
+    set_state(physics, np.asarray(GOAL_QPOS[system]), np.zeros(physics.model.nv))
+    frame = render(physics)
+    state = encode_central(model, weights, np.stack([frame] * 3))
+    return state[: state.shape[0] // 2]
+
+
+def learned_controller(system: str, checkpoint=None, gains: Gains | None = None,
+                       underactuated: bool = False) -> EnergyShapingController:
+    """The law on a trained model (default: the shipped model of ``system``)."""
+    from keycld_gym.loading import load_model_params
+
+    params = load_model_params(system, checkpoint)
+    x_goal = goal_keypoints(system, params.model, params.weights)
+    return EnergyShapingController(LearnedModel(params, x_goal), gains, underactuated)
+
+
+def true_controller(system: str, gains: Gains | None = None, underactuated: bool = False) -> EnergyShapingController:
+    """The law on the simulator's true model (``--agent energy-true``)."""
+    check_environment(system)
+    return EnergyShapingController(TrueModel(system), gains, underactuated)

@@ -1,0 +1,373 @@
+"""Model-predictive control through the differentiable learned model (KeyCLD).
+
+Two receding-horizon planners optimise an open-loop action sequence ``(H, A)`` through the
+trained model's dynamics (``keycld_gym.functional.step`` inside ``jax.lax.scan``) at every
+control step, apply its first action and plan again at the next step from the new observation.
+The observation is the keypoint state ``[x, ẋ]`` (4K,): in the real env the encoder's keypoints
+of the last 64×64 frames (``KeyCLD-*-Real-v0`` with ``obs_type="keypoints"``), in the learned
+env the env's own state.
+
+``kind="grad"`` — gradient-based shooting. The plan is ``a = tanh(z)`` with ``z`` (H, A)
+unconstrained, so every action stays in the Box [-1, 1] whatever the step size; ``iterations``
+Adam steps (optax) ascend the planning objective J(a) by ``jax.value_and_grad`` through the
+rollout. The whole optimisation is one jitted call per control step (``jax.lax.fori_loop``
+over the iterations) and returns the best iterate seen (J is evaluated at every iterate anyway),
+so a step never makes the plan worse under the model. ``z`` is clipped to ±``z_max`` after each
+step to keep tanh out of its flat tails (the gradient would vanish there).
+
+``kind="cem"`` — the cross-entropy method as in PETS / mbrl-lib: a Gaussian over the (H, A)
+sequence (mean warm-started, std reset to ``init_std``), ``population`` samples clipped to the
+Box, the ``elites`` best by J refit mean and std (smoothed by ``alpha``), ``iterations`` rounds;
+rollouts are vmapped and all rounds are one jitted call per control step. The first sample of
+the first round is the warm-started mean itself; the best sequence seen is executed. Random
+keys derive from ``seed``, the episode index and the step counter, so the same seed gives the
+same plans.
+
+**Warm start** (both): the previous plan shifted by one step, the last action repeated. The first
+plan of an episode starts from small seeded noise (``init_noise``), which breaks the symmetry of
+a pendulum hanging at rest (where the gradient of every upright term is zero).
+
+**Planning objective** (both planners, ``plan_return``) for the rollout s_1 … s_H from s_0::
+
+    J(a) = Σ_t [ r(s_t, a_t) + w_dense · d(s_t) ] + w_terminal · T(s_H)
+
+* r: the learned env's own reward (dm_control's swing-up reward from the keypoints,
+  ``functional.step``). The pendulum's is sparse (1 within 8° of upright, 0 elsewhere): it has a
+  zero gradient almost everywhere and gives CEM no signal until a sample reaches the top.
+* d ∈ [0, 1]: a dense surrogate of progress towards the goal — pendulum and cartpole the pole's
+  (1 + cos)/2 (dm_control cartpole's "upright" term), acrobot the tip height (y_tip/2L + 1)/2.
+* T ≤ 0: an energy terminal term −((E(s_H) − E*) / (E* − E_down))², E the model's learned energy,
+  E* = V(x*) of the upright pose at rest and E_down of the hanging pose (both poses rendered by
+  the real simulator and encoded, once, at construction). It tells a horizon too short to see
+  the top that pumping energy is progress; 0 for models without an energy (the node2 ablation).
+
+Horizons are in control steps (pendulum dt = 0.02 s, cartpole and acrobot 0.01 s). The planner
+integrates the model with the integrator it was trained with (``integrator=None``: the model's
+``solver``, one substep per control step), which is ~20× cheaper than the learned env's default
+rk4 × 4 substeps; pass ``integrator="rk4", substeps=4`` to plan on exactly that env.
+
+``underactuated=True`` (cartpole only) holds the second actuator (the pole torque) at 0 in every
+planned action.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from keycld.tasks import TASK_SPECS, check_environment
+from keycld_gym import functional as F
+from keycld_gym import rewards as R
+
+KINDS = ("grad", "cem")
+# Hanging poses (qpos) of the real systems, for the energy scale E* − E_down.
+DOWN_QPOS = {"pendulum": (np.pi,), "cartpole": (0.0, np.pi), "acrobot": (np.pi, 0.0)}
+GOAL_QPOS = {"pendulum": (0.0,), "cartpole": (0.0, 0.0), "acrobot": (0.0, 0.0)}
+
+
+@dataclasses.dataclass(frozen=True)
+class MPCConfig:
+    """Settings of a planner (hashable: it is a static argument of the jitted planners).
+
+    horizon: planned control steps H. iterations: Adam steps (grad) or CEM rounds (cem) per
+    control step. learning_rate: Adam step size on z (grad). population, elites, alpha: CEM
+    samples per round, elites refitted, smoothing of mean/std (new = α·old + (1 − α)·fit).
+    init_std: CEM's initial std each control step. init_noise: std of the seeded first plan
+    (in z for grad, in actions for cem). z_max: bound of the unconstrained plan (grad).
+    dense_weight, terminal_weight: w_dense, w_terminal of the planning objective.
+    integrator, substeps: the model's integration in the plan (None: the model's training solver).
+    """
+
+    horizon: int = 40
+    iterations: int = 10
+    learning_rate: float = 0.1
+    population: int = 200
+    elites: int = 20
+    alpha: float = 0.1
+    init_std: float = 0.5
+    init_noise: float = 0.1
+    z_max: float = 3.0
+    dense_weight: float = 1.0
+    terminal_weight: float = 0.0
+    integrator: str | None = None
+    substeps: int = 1
+
+    def __post_init__(self):
+        for name in ("horizon", "iterations", "population", "elites", "substeps"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.elites > self.population:
+            raise ValueError(f"elites ({self.elites}) must be <= population ({self.population})")
+        for name in ("learning_rate", "init_std", "z_max"):
+            v = getattr(self, name)
+            if not np.isfinite(v) or v <= 0:
+                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+        for name in ("init_noise", "dense_weight", "terminal_weight"):
+            v = getattr(self, name)
+            if not np.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if not 0.0 <= self.alpha < 1.0:
+            raise ValueError(f"alpha must be in [0, 1), got {self.alpha!r}")
+        if self.integrator not in (None, *F.INTEGRATORS):
+            raise ValueError(f"unknown integrator {self.integrator!r}; allowed: {', '.join(F.INTEGRATORS)}")
+
+
+# Defaults per (kind, system). Pendulum (dt 0.02 s): H = 40 is 0.8 s, about half a swing;
+# cartpole and acrobot (dt 0.01 s): H = 80 is 0.8 s.
+DEFAULTS: dict[tuple[str, str], MPCConfig] = {
+    ("grad", "pendulum"): MPCConfig(horizon=40, iterations=10, learning_rate=0.3, terminal_weight=0.0),
+    ("cem", "pendulum"): MPCConfig(horizon=40, iterations=4, population=200, elites=20, terminal_weight=0.0),
+    ("grad", "cartpole"): MPCConfig(horizon=80, iterations=10, learning_rate=0.3, dense_weight=0.0),
+    ("cem", "cartpole"): MPCConfig(horizon=80, iterations=4, population=200, elites=20, dense_weight=0.0),
+    ("grad", "acrobot"): MPCConfig(horizon=80, iterations=10, learning_rate=0.3, terminal_weight=1.0),
+    ("cem", "acrobot"): MPCConfig(horizon=80, iterations=4, population=200, elites=20, terminal_weight=1.0),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# The planning objective
+# ---------------------------------------------------------------------------------------------
+def dense_progress(system: str, x: jnp.ndarray, xd: jnp.ndarray) -> jnp.ndarray:
+    """The dense surrogate d(x) ∈ [0, 1] (1 at the goal) of ``system``."""
+    if system == "pendulum":
+        return (1.0 + R.pendulum_quantities(x, xd)[0]) / 2.0
+    if system == "cartpole":
+        return (1.0 + R.cartpole_quantities(x, xd)[1]) / 2.0
+    if system == "acrobot":
+        return (R.acrobot_tip(x)[1] / (2.0 * R.ACROBOT_LINK) + 1.0) / 2.0
+    raise ValueError(f"unknown system {system!r}; allowed: pendulum, cartpole, acrobot")
+
+
+def plan_return(params: F.EnvParams, cfg: MPCConfig, actions: jnp.ndarray, state: F.EnvState,
+                energy_ref: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(J(actions), predicted observations (H, 4K)) of a plan (H, A) in [-1, 1] from ``state``.
+
+    ``params`` must already carry the planner's integrator (``MPCAgent.params``); ``energy_ref``
+    is (E*, E* − E_down) for the terminal term (ignored when ``cfg.terminal_weight`` is 0).
+    """
+    system = params.model.environment
+
+    def body(s, a):
+        s, obs, r, _, _ = F.step(s, a, params)
+        if cfg.dense_weight > 0:
+            r = r + cfg.dense_weight * dense_progress(system, s.x, s.xd)
+        return s, (r, obs)
+
+    last, (rewards, obs) = jax.lax.scan(body, state, actions)
+    total = rewards.sum()
+    if cfg.terminal_weight > 0 and params.model.dynamics.lagrangian:
+        e = F.energy(last, params)
+        total = total - cfg.terminal_weight * ((e - energy_ref[0]) / energy_ref[1]) ** 2
+    return total, obs
+
+
+def _shift(plan: jnp.ndarray) -> jnp.ndarray:
+    """Warm start: drop the executed first step, repeat the last one."""
+    return jnp.concatenate([plan[1:], plan[-1:]], axis=0)
+
+
+@partial(jax.jit, static_argnames=("cfg",))
+def _plan_grad(params, cfg: MPCConfig, z_prev, obs, mask, energy_ref):
+    """Adam on z for ``cfg.iterations`` steps; returns (best z, its actions, J, predicted obs)."""
+    state = F.state_from_vector(obs)
+    z0 = jnp.clip(_shift(z_prev), -cfg.z_max, cfg.z_max)
+    opt = optax.adam(cfg.learning_rate)
+
+    def objective(z):
+        return plan_return(params, cfg, jnp.tanh(z) * mask, state, energy_ref)
+
+    value_and_grad = jax.value_and_grad(objective, has_aux=True)
+
+    def keep_best(z, j, pred, best):
+        better = j > best[1]
+        return jax.tree_util.tree_map(lambda new, old: jnp.where(better, new, old), (z, j, pred), best)
+
+    def it(_, carry):
+        z, opt_state, best = carry
+        (j, pred), g = value_and_grad(z)
+        best = keep_best(z, j, pred, best)
+        updates, opt_state = opt.update(-g, opt_state, z)
+        z = jnp.clip(optax.apply_updates(z, updates), -cfg.z_max, cfg.z_max)
+        return z, opt_state, best
+
+    h, d = cfg.horizon, 2 * params.dim
+    best0 = (z0, jnp.asarray(-jnp.inf, jnp.float32), jnp.zeros((h, d), jnp.float32))
+    z, _, best = jax.lax.fori_loop(0, cfg.iterations, it, (z0, opt.init(z0), best0))
+    best_z, j, pred = keep_best(z, *objective(z), best)  # the last iterate, never evaluated in the loop
+    return best_z, jnp.tanh(best_z) * mask, j, pred
+
+
+@partial(jax.jit, static_argnames=("cfg",))
+def _plan_cem(params, cfg: MPCConfig, mean_prev, obs, mask, energy_ref, key):
+    """CEM rounds; returns (best plan, J, predicted obs)."""
+    state = F.state_from_vector(obs)
+    mean0 = _shift(mean_prev)
+    std0 = jnp.full_like(mean0, cfg.init_std)
+
+    def evaluate(actions):
+        return plan_return(params, cfg, actions, state, energy_ref)[0]
+
+    def round_(carry, inp):
+        mean, std, best, best_j = carry
+        k, first = inp
+        noise = jax.random.normal(k, (cfg.population,) + mean.shape)
+        noise = noise.at[0].set(jnp.where(first, 0.0, noise[0]))  # round 0 also tries the mean
+        samples = jnp.clip(mean + std * noise, -1.0, 1.0) * mask
+        returns = jax.vmap(evaluate)(samples)
+        returns = jnp.where(jnp.isfinite(returns), returns, -jnp.inf)
+        top_j, top = jax.lax.top_k(returns, cfg.elites)
+        elites = samples[top]
+        mean = cfg.alpha * mean + (1 - cfg.alpha) * elites.mean(0)
+        std = cfg.alpha * std + (1 - cfg.alpha) * elites.std(0)
+        better = top_j[0] > best_j
+        best = jnp.where(better, elites[0], best)
+        best_j = jnp.where(better, top_j[0], best_j)
+        return (mean, std, best, best_j), None
+
+    keys = jax.random.split(key, cfg.iterations)
+    first = jnp.arange(cfg.iterations) == 0
+    init = (mean0, std0, jnp.clip(mean0, -1.0, 1.0) * mask, jnp.asarray(-jnp.inf, jnp.float32))
+    (_, _, best, _), _ = jax.lax.scan(round_, init, (keys, first))
+    j, pred = plan_return(params, cfg, best, state, energy_ref)
+    return best, j, pred
+
+
+# ---------------------------------------------------------------------------------------------
+# The agent
+# ---------------------------------------------------------------------------------------------
+def pose_keypoints(system: str, model, weights, qpos) -> np.ndarray:
+    """x (2K,): the encoder's keypoints of the real system rendered at rest at ``qpos``."""
+    from keycld.tasks import load_task, render, set_state
+    from keycld_gym.loading import encode_central
+
+    physics = load_task(system).physics
+    set_state(physics, np.asarray(qpos, float), np.zeros(physics.model.nv))
+    frame = render(physics)
+    state = encode_central(model, weights, np.stack([frame] * 3))
+    return state[: state.shape[0] // 2]
+
+
+def energy_reference(system: str, params: F.EnvParams) -> np.ndarray:
+    """(E*, E* − E_down): the learned energy of the upright pose at rest and the energy scale."""
+    dyn, w = params.model.dynamics, params.weights["dynamics"]
+    e = [float(dyn.energy(w, jnp.asarray(x), jnp.zeros_like(jnp.asarray(x))))
+         for x in (pose_keypoints(system, params.model, params.weights, q)
+                   for q in (GOAL_QPOS[system], DOWN_QPOS[system]))]
+    scale = e[0] - e[1]
+    if not np.isfinite(scale) or abs(scale) < 1e-6:
+        scale = 1.0  # a model whose upright and hanging poses share an energy: no useful scale
+    return np.array([e[0], scale], np.float32)
+
+
+class MPCAgent:
+    """Receding-horizon planner on a trained model (an ``agents.base.Agent``).
+
+    Args:
+        params: ``EnvParams`` of the model (``keycld_gym.loading.load_model_params``).
+        kind: "grad" or "cem". config: ``MPCConfig`` (default ``DEFAULTS[(kind, system)]``).
+        underactuated: cartpole only, the pole torque held at 0. seed: planner randomness.
+
+    Attributes:
+        last_plan_time_ms: wall time of the latest ``plan`` (compilation included on the first).
+        last_return: J of the executed plan; last_prediction: its predicted observations (H, 4K).
+    """
+
+    def __init__(self, params: F.EnvParams, kind: str, config: MPCConfig | None = None,
+                 underactuated: bool = False, seed: int = 0):
+        if kind not in KINDS:
+            raise ValueError(f"unknown planner kind {kind!r}; allowed: {', '.join(KINDS)}")
+        system = params.model.environment
+        check_environment(system)
+        if underactuated and system != "cartpole":
+            raise ValueError(f"underactuated is defined for the cartpole only, not {system!r}")
+        self.kind, self.system, self.seed = kind, system, int(seed)
+        self.config = config or DEFAULTS[(kind, system)]
+        cfg = self.config
+        self.params = params.replace(integrator=cfg.integrator or params.model.solver, substeps=cfg.substeps)
+        self.num_actions = params.model.num_actions
+        mask = np.ones(self.num_actions, np.float32)
+        if underactuated:
+            mask[1:] = 0.0
+        self.mask = jnp.asarray(mask)
+        self.underactuated = underactuated
+        use_energy = cfg.terminal_weight > 0 and params.model.dynamics.lagrangian
+        self.energy_ref = jnp.asarray(energy_reference(system, params) if use_energy else np.ones(2, np.float32))
+        self.episode = -1
+        self.last_plan_time_ms = float("nan")
+        self.last_return = float("nan")
+        self.last_prediction: np.ndarray | None = None
+        self._start_episode()
+
+    def _start_episode(self) -> None:
+        self.episode += 1
+        self.steps = 0
+        key = jax.random.fold_in(jax.random.PRNGKey(self.seed), self.episode)
+        noise = self.config.init_noise * jax.random.normal(key, (self.config.horizon, self.num_actions))
+        # _shift drops the first row: the plan of step 0 starts from rows 1…H−1 and H−1 repeated.
+        self._warm = jnp.concatenate([noise[:1], noise], axis=0)[:-1] * self.mask
+
+    def reset(self, env=None, obs: np.ndarray | None = None, info: dict[str, Any] | None = None) -> None:
+        """Start an episode: forget the warm start, advance the episode index of the keys."""
+        self._start_episode()
+
+    def plan(self, obs: np.ndarray) -> np.ndarray:
+        """Optimise the plan from the keypoint state ``obs`` (4K,); returns it, (H, A) in [-1, 1].
+
+        Advances the warm start and the step counter (the next call plans the next step)."""
+        t0 = time.perf_counter()
+        obs = jnp.asarray(np.asarray(obs, np.float32))
+        if obs.shape != (2 * self.params.dim,):
+            raise ValueError(f"obs must be the keypoint state [x, ẋ] of shape ({2 * self.params.dim},), "
+                             f"got {obs.shape}")
+        if self.kind == "grad":
+            z, actions, j, pred = _plan_grad(self.params, self.config, self._warm, obs, self.mask,
+                                             self.energy_ref)
+            self._warm = z
+        else:
+            key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(self.seed), self.episode), self.steps)
+            actions, j, pred = _plan_cem(self.params, self.config, self._warm, obs, self.mask,
+                                         self.energy_ref, key)
+            self._warm = actions
+        plan = np.clip(np.asarray(actions, np.float32), -1.0, 1.0)
+        self.steps += 1
+        self.last_return = float(j)
+        self.last_prediction = np.asarray(pred)
+        self.last_plan_time_ms = 1e3 * (time.perf_counter() - t0)
+        return plan
+
+    def act(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> np.ndarray:
+        """The first action of a fresh plan, (A,) float32 in [-1, 1]."""
+        return self.plan(obs)[0]
+
+
+def make_mpc(system: str, kind: str, checkpoint=None, underactuated: bool = False, seed: int = 0,
+             **overrides) -> MPCAgent:
+    """An ``MPCAgent`` on a trained model (default: the shipped model of ``system``).
+
+    ``overrides`` replace fields of ``DEFAULTS[(kind, system)]`` (e.g. ``horizon=30``).
+    """
+    from keycld_gym.loading import load_model_params
+
+    check_environment(system)
+    if kind not in KINDS:
+        raise ValueError(f"unknown planner kind {kind!r}; allowed: {', '.join(KINDS)}")
+    if underactuated and system != "cartpole":
+        raise ValueError(f"underactuated is defined for the cartpole only, not {system!r}")
+    fields = {f.name for f in dataclasses.fields(MPCConfig)}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise ValueError(f"unknown planner settings {sorted(unknown)}; allowed: {', '.join(sorted(fields))}")
+    config = dataclasses.replace(DEFAULTS[(kind, system)], **overrides)
+    params = load_model_params(system, checkpoint)
+    return MPCAgent(params, kind, config, underactuated=underactuated, seed=seed)
+
+
+__all__ = ["DEFAULTS", "KINDS", "MPCAgent", "MPCConfig", "dense_progress", "energy_reference",
+           "make_mpc", "plan_return", "pose_keypoints"]

@@ -1,0 +1,94 @@
+"""agents: energy shaping on the learned and the true model, success criterion, evaluation CLI."""
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import keycld_gym  # noqa: F401
+from agents.base import run_episode, success_of, summarize
+from agents.energy_shaping import Gains, learned_controller, true_controller
+from agents.evaluate import main as evaluate_main
+from agents.evaluate import make_agent
+
+
+def test_success_needs_the_whole_final_second():
+    dt = 0.02  # 50 steps = 1 s
+    ok = np.r_[np.zeros(100, bool), np.ones(50, bool)]
+    assert success_of(ok, dt) == (True, 2.0)
+    late_drop = ok.copy()
+    late_drop[-1] = False
+    assert success_of(late_drop, dt) == (False, None)
+    assert success_of(np.ones(49, bool), dt) == (False, None)
+
+
+def test_pumping_raises_the_learned_energy_monotonically():
+    """While E < E*, every step of the pumping law adds learned energy (shipped pendulum model)."""
+    agent = learned_controller("pendulum", gains=Gains(switch=1e-9, release=1e-9))  # never catch
+    env = gym.make("KeyCLD-Pendulum-v0")
+    obs, info = env.reset(seed=3)
+    agent.reset(env.unwrapped, obs, info)
+    goal = agent.model.goal_energy
+    energies = [info["energy"]]
+    for _ in range(300):
+        obs, _, _, _, info = env.step(agent.act(obs, info))
+        assert agent.last_mode == "pump"
+        energies.append(info["energy"])
+        if info["energy"] >= goal:
+            break
+    e = np.array(energies)
+    assert e[-1] >= goal - 0.05 * abs(goal), "pumping never reached the goal energy"
+    below = e[:-1] < goal
+    assert np.all(np.diff(e)[below] > -1e-3 * abs(goal)), np.diff(e)[below].min()
+
+
+@pytest.mark.parametrize("make", [lambda: learned_controller("pendulum"), lambda: true_controller("cartpole"),
+                                  lambda: true_controller("cartpole", underactuated=True)])
+def test_controllers_respect_the_action_box(make):
+    agent = make()
+    system = agent.model.system
+    env = gym.make(f"KeyCLD-{system.capitalize()}-Real-v0", obs_type="keypoints" if agent.model.kind == "learned"
+                   else "state")
+    obs, info = env.reset(seed=0)
+    agent.reset(env.unwrapped, obs, info)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        noisy = obs + rng.normal(0, 5, obs.shape).astype(np.float32)  # far off the manifold
+        a = agent.act(noisy, info)
+        assert a.shape == env.action_space.shape and a.dtype == np.float32
+        assert np.all(np.abs(a) <= 1.0)
+        if agent.underactuated:
+            assert a[1] == 0.0
+        obs, _, _, _, info = env.step(agent.act(obs, info))
+
+
+def test_true_model_baseline_swings_up_the_pendulum():
+    """DESIGN §6: pumping + catch with the true model succeeds on the pendulum (>= 90% of 20)."""
+    env = gym.make("KeyCLD-Pendulum-Real-v0", obs_type="state")
+    agent = true_controller("pendulum")
+    results = [run_episode(env, agent, seed) for seed in range(20)]
+    s = summarize(results)
+    assert s["success_rate"] >= 0.9, s
+    assert s["return_mean"] > 800, s
+
+
+def test_bad_agent_arguments():
+    with pytest.raises(ValueError, match="unknown agent"):
+        make_agent("lqr", "pendulum")
+    with pytest.raises(ValueError, match="cartpole only"):
+        make_agent("energy-true", "pendulum", underactuated=True)
+    with pytest.raises(ValueError, match="catch"):
+        Gains(catch="bang")
+    with pytest.raises(ValueError, match="k_energy"):
+        Gains(k_energy=-1.0)
+    with pytest.raises(SystemExit):
+        evaluate_main(["--agent", "zero", "--system", "pendulum", "--episodes", "0"])
+
+
+def test_evaluate_cli_writes_results_and_gifs(tmp_path):
+    code = evaluate_main(["--agent", "energy-true", "--system", "pendulum", "--episodes", "2", "--out",
+                          str(tmp_path), "--quiet", "--max_steps", "100"])
+    assert code == 0
+    import json
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert rows[0]["episodes"] == 2 and len(rows[0]["episodes_detail"]) == 2
+    assert (tmp_path / "real-best.gif").stat().st_size > 0 and (tmp_path / "real-worst.gif").exists()
+    assert "energy-true" in (tmp_path / "results.md").read_text()

@@ -102,7 +102,7 @@ def run_episode(env, agent: Agent, seed: int, record: bool = False, max_steps: i
     system = base.system
     real = hasattr(base, "physics")
     obs, info = env.reset(seed=seed)
-    agent.reset(base, obs, info)
+    agent.reset(base, obs, {**info, "seed": seed})  # the episode seed, for stochastic agents
     frames, sparse, act_times, ret, steps = [], [], [], 0.0, 0
     if record:
         frames.append(env.render())

@@ -91,7 +91,7 @@ DEFAULT_GAINS: dict[tuple[str, str], Gains] = {
     ("true", "cartpole"): Gains(q_pos=10.0, q_vel=1.0, r=1.0, kp=3.0, kd=0.5, center_p=0.3, center_d=0.5),
     ("true", "acrobot"): Gains(q_pos=10.0, q_vel=1.0, r=3.0, kp=10.0, kd=2.0),
     ("learned", "pendulum"): Gains(q_pos=100.0, q_vel=1.0, r=1.0, kp=10.0, kd=1.0),
-    ("learned", "cartpole"): Gains(q_pos=100.0, q_vel=1.0, r=1.0, kp=10.0, kd=1.0),
+    ("learned", "cartpole"): Gains(q_pos=100.0, q_vel=1.0, r=1.0, kp=10.0, kd=1.0, center_p=0.75, center_d=1.25),
     ("learned", "acrobot"): Gains(q_pos=1000.0, q_vel=10.0, r=1.0, kp=30.0, kd=3.0),
 }
 

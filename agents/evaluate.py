@@ -48,15 +48,14 @@ class ConstantAgent:
 
 
 class RandomAgent:
-    """Uniform random actions in the Box (baseline), seeded per episode."""
+    """Uniform random actions in the Box (baseline), seeded by (seed, the episode's seed)."""
 
     def __init__(self, num_actions: int, seed: int = 0):
-        self.num_actions, self.seed, self.episode = num_actions, seed, 0
+        self.num_actions, self.seed = num_actions, seed
         self.rng = np.random.default_rng(seed)
 
     def reset(self, env, obs, info) -> None:
-        self.rng = np.random.default_rng([self.seed, self.episode])
-        self.episode += 1
+        self.rng = np.random.default_rng([self.seed, int(info.get("seed") or 0)])
 
     def act(self, obs, info) -> np.ndarray:
         return self.rng.uniform(-1.0, 1.0, self.num_actions).astype(np.float32)
@@ -121,38 +120,34 @@ def evaluate(agent, env, episodes: int, seed: int = 0, record: bool = True, prog
              max_steps: int | None = None) -> tuple[list[EpisodeResult], EpisodeResult, EpisodeResult]:
     """Run ``episodes`` episodes (seeds seed … seed+episodes−1).
 
-    Returns (results without frames, best episode, worst episode by return); with ``record``
-    the best and worst keep their frames (only those two are held in memory)."""
+    Returns (results, best episode, worst episode by return). With ``record`` the best and the
+    worst are played again with frames (agents and envs are deterministic given the seed), so
+    only two episodes pay for rendering.
+    """
     from tqdm import tqdm
 
     results: list[EpisodeResult] = []
-    best = worst = None
     bar = tqdm(range(seed, seed + episodes), desc=f"{env.unwrapped.system}", disable=not progress, unit="ep")
     for s in bar:
-        r = run_episode(env, agent, s, record=record, max_steps=max_steps)
-        if best is None or r.ret > best.ret:
-            best = r
-        if worst is None or r.ret < worst.ret:
-            worst = r
-        if record:
-            r = _without_frames(r)
-        results.append(r)
+        results.append(run_episode(env, agent, s, max_steps=max_steps))
         bar.set_postfix(success=f"{np.mean([x.success for x in results]):.2f}",
                         ret=f"{np.mean([x.ret for x in results]):.0f}")
+    best = max(results, key=lambda r: r.ret)
+    worst = min(results, key=lambda r: r.ret)
+    if record:
+        best = run_episode(env, agent, best.seed, record=True, max_steps=max_steps)
+        worst = run_episode(env, agent, worst.seed, record=True, max_steps=max_steps)
     return results, best, worst
 
 
-def _without_frames(r: EpisodeResult) -> EpisodeResult:
-    return EpisodeResult(r.seed, r.ret, r.success, r.swing_up_time, r.steps, r.act_time_ms, r.sparse, None)
-
-
-def write_gif(path: Path, frames: np.ndarray, fps: int, scale: int = 4) -> None:
-    """Frames (T, H, W, 3) uint8 -> an upscaled GIF, written atomically."""
+def write_gif(path: Path, frames: np.ndarray, fps: int, scale: int = 2, stride: int = 4) -> None:
+    """Frames (T, H, W, 3) uint8 -> a GIF of every ``stride``-th frame upscaled ×``scale``
+    (real-time playback), written atomically."""
     import imageio.v2 as imageio
 
-    big = np.repeat(np.repeat(frames, scale, axis=1), scale, axis=2)
+    big = np.repeat(np.repeat(frames[::stride], scale, axis=1), scale, axis=2)
     tmp = path.with_name(f".{path.name}.tmp.gif")
-    imageio.mimsave(tmp, list(big[::2]), duration=2.0 / fps, loop=0)
+    imageio.mimsave(tmp, list(big), duration=1000.0 * stride / fps, loop=0)  # ms per frame
     os.replace(tmp, path)
 
 

@@ -20,8 +20,9 @@ sequence (mean warm-started, std reset to ``init_std``), ``population`` samples 
 Box, the ``elites`` best by J refit mean and std (smoothed by ``alpha``), ``iterations`` rounds;
 rollouts are vmapped and all rounds are one jitted call per control step. The first sample of
 the first round is the warm-started mean itself; the best sequence seen is executed. Random
-keys derive from ``seed``, the episode index and the step counter, so the same seed gives the
-same plans.
+keys derive from ``seed``, the episode (``info["seed"]`` given to ``reset`` by
+``agents.base.run_episode``, else a count of resets) and the step counter, so the same seeds give
+the same plans — an episode replayed with its seed is planned identically.
 
 **Warm start** (both): the previous plan shifted by one step, the last action repeated. The first
 plan of an episode starts from small seeded noise (``init_noise``), which breaks the symmetry of
@@ -119,15 +120,18 @@ class MPCConfig:
             raise ValueError(f"unknown integrator {self.integrator!r}; allowed: {', '.join(F.INTEGRATORS)}")
 
 
-# Defaults per (kind, system). Pendulum (dt 0.02 s): H = 40 is 0.8 s, about half a swing;
-# cartpole and acrobot (dt 0.01 s): H = 80 is 0.8 s.
+# Defaults per (kind, system). Pendulum (dt 0.02 s): H = 40 is 0.8 s, about half a swing; these
+# swing the real pendulum up with runs/cpu-pendulum-yes (3/3 episodes each). Cartpole and acrobot
+# (dt 0.01 s): H = 80 is 0.8 s; not tuned yet (no trained model at the time of writing). The
+# cartpole's reward is already smooth (no dense term); the acrobot's vanishes far from the target,
+# hence the dense tip height and the energy terminal term.
 DEFAULTS: dict[tuple[str, str], MPCConfig] = {
-    ("grad", "pendulum"): MPCConfig(horizon=40, iterations=10, learning_rate=0.3, terminal_weight=0.0),
-    ("cem", "pendulum"): MPCConfig(horizon=40, iterations=4, population=200, elites=20, terminal_weight=0.0),
+    ("grad", "pendulum"): MPCConfig(horizon=40, iterations=10, learning_rate=0.3),
+    ("cem", "pendulum"): MPCConfig(horizon=40, iterations=3, population=100, elites=10),
     ("grad", "cartpole"): MPCConfig(horizon=80, iterations=10, learning_rate=0.3, dense_weight=0.0),
-    ("cem", "cartpole"): MPCConfig(horizon=80, iterations=4, population=200, elites=20, dense_weight=0.0),
+    ("cem", "cartpole"): MPCConfig(horizon=80, iterations=3, population=100, elites=10, dense_weight=0.0),
     ("grad", "acrobot"): MPCConfig(horizon=80, iterations=10, learning_rate=0.3, terminal_weight=1.0),
-    ("cem", "acrobot"): MPCConfig(horizon=80, iterations=4, population=200, elites=20, terminal_weight=1.0),
+    ("cem", "acrobot"): MPCConfig(horizon=80, iterations=3, population=100, elites=10, terminal_weight=1.0),
 }
 
 
@@ -290,7 +294,10 @@ class MPCAgent:
         self.kind, self.system, self.seed = kind, system, int(seed)
         self.config = config or DEFAULTS[(kind, system)]
         cfg = self.config
-        self.params = params.replace(integrator=cfg.integrator or params.model.solver, substeps=cfg.substeps)
+        integrator = cfg.integrator or params.model.solver
+        if integrator not in F.INTEGRATORS:  # e.g. a model trained with an adaptive solver
+            integrator = "rk4"
+        self.params = params.replace(integrator=integrator, substeps=cfg.substeps)
         self.num_actions = params.model.num_actions
         mask = np.ones(self.num_actions, np.float32)
         if underactuated:
@@ -299,23 +306,25 @@ class MPCAgent:
         self.underactuated = underactuated
         use_energy = cfg.terminal_weight > 0 and params.model.dynamics.lagrangian
         self.energy_ref = jnp.asarray(energy_reference(system, params) if use_energy else np.ones(2, np.float32))
-        self.episode = -1
+        self._resets = 0
         self.last_plan_time_ms = float("nan")
         self.last_return = float("nan")
         self.last_prediction: np.ndarray | None = None
-        self._start_episode()
+        self._start_episode(0)
 
-    def _start_episode(self) -> None:
-        self.episode += 1
-        self.steps = 0
-        key = jax.random.fold_in(jax.random.PRNGKey(self.seed), self.episode)
-        noise = self.config.init_noise * jax.random.normal(key, (self.config.horizon, self.num_actions))
-        # _shift drops the first row: the plan of step 0 starts from rows 1…H−1 and H−1 repeated.
+    def _start_episode(self, episode: int) -> None:
+        self.episode, self.steps = int(episode), 0
+        self._key = jax.random.fold_in(jax.random.PRNGKey(self.seed), self.episode)
+        noise = self.config.init_noise * jax.random.normal(self._key, (self.config.horizon, self.num_actions))
+        # _shift drops the first row: the plan of step 0 starts from the noise itself.
         self._warm = jnp.concatenate([noise[:1], noise], axis=0)[:-1] * self.mask
 
     def reset(self, env=None, obs: np.ndarray | None = None, info: dict[str, Any] | None = None) -> None:
-        """Start an episode: forget the warm start, advance the episode index of the keys."""
-        self._start_episode()
+        """Start an episode: forget the warm start; the episode's keys derive from ``info["seed"]``
+        (the episode seed) when given, else from the number of resets so far."""
+        self._resets += 1
+        seed = (info or {}).get("seed")
+        self._start_episode(self._resets if seed is None else int(seed))
 
     def plan(self, obs: np.ndarray) -> np.ndarray:
         """Optimise the plan from the keypoint state ``obs`` (4K,); returns it, (H, A) in [-1, 1].
@@ -331,7 +340,7 @@ class MPCAgent:
                                              self.energy_ref)
             self._warm = z
         else:
-            key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(self.seed), self.episode), self.steps)
+            key = jax.random.fold_in(self._key, self.steps)
             actions, j, pred = _plan_cem(self.params, self.config, self._warm, obs, self.mask,
                                          self.energy_ref, key)
             self._warm = actions

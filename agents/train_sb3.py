@@ -14,9 +14,12 @@ While training, every ``--eval_every_s`` seconds of *training* wall clock (and a
 the end) the current policy runs ``--curve_episodes`` deterministic episodes on the real env
 (keypoint observations); a row ``{wall_clock_s, train_timesteps, real_sim_samples,
 real_return_mean, ...}`` goes to ``OUT/curve.jsonl``. ``wall_clock_s`` counts training only: the
-time spent in these evaluations is excluded (``eval_time_s`` reports it), and evaluation episodes
+time spent in these evaluations is excluded (``eval_time_s`` reports it; ``cpu_s`` is this
+process's CPU time of training, the fairer clock on a shared machine), and evaluation episodes
 are not counted in ``real_sim_samples`` (the real-simulation transitions the learner trained on).
-``--wall_clock_s`` stops training once that much training time has passed.
+``--wall_clock_s`` stops training once that much training time has passed; ``--clock cpu``
+measures both that budget and ``--eval_every_s`` in process CPU seconds instead (for a machine
+where other jobs take the cores, or renice this one).
 
 Writes ``OUT/model.zip`` (``model.save``), ``OUT/config.json``, ``OUT/curve.jsonl``,
 ``OUT/curve.png`` (real return against wall clock and against real samples), and the final
@@ -44,6 +47,8 @@ ALGOS = ("sac", "ppo", "td3")
 SYSTEM_NAMES = {"Pendulum": "pendulum", "Cartpole": "cartpole", "Acrobot": "acrobot"}
 EVAL_SEED = 1000  # final evaluation: seeds EVAL_SEED … EVAL_SEED + eval_episodes − 1
 CURVE_SEED = 2000  # learning-curve evaluations: the same seeds every time
+CLOCKS = ("wall", "cpu")
+TIME_KEYS = {"wall": "wall_clock_s", "cpu": "cpu_s"}  # curve.jsonl column of each clock
 
 
 def parse_env_id(env_id: str) -> tuple[str, bool]:
@@ -123,33 +128,44 @@ def _callbacks():
     class RealCurve(BaseCallback):
         """Budget in training wall clock; periodic deterministic evaluation on the real env.
 
-        ``clock()`` is the wall clock since training started minus the time spent evaluating.
+        ``clock()`` is the wall clock since training started minus the time spent evaluating,
+        ``cpu()`` the same in process CPU time; ``budget()`` is the one ``clock_kind`` names.
         """
 
         def __init__(self, evaluate_fn: Callable[[Any], list[float]], path: Path, real_training: bool,
-                     eval_every_s: float | None, wall_clock_s: float | None):
+                     eval_every_s: float | None, wall_clock_s: float | None, clock_kind: str = "wall"):
             super().__init__()
             self.evaluate_fn, self.path, self.real_training = evaluate_fn, path, real_training
-            self.eval_every_s, self.wall_clock_s = eval_every_s, wall_clock_s
+            self.eval_every_s, self.wall_clock_s, self.clock_kind = eval_every_s, wall_clock_s, clock_kind
             self.rows: list[dict[str, Any]] = []
             self.stopped_by_clock = False
 
         def clock(self) -> float:
             return time.perf_counter() - self.t0 - self.eval_time
 
+        def cpu(self) -> float:
+            """Process CPU seconds of training (evaluation excluded): a shared machine's fair share."""
+            return time.process_time() - self.cpu0 - self.eval_cpu
+
+        def budget(self) -> float:
+            return self.cpu() if self.clock_kind == "cpu" else self.clock()
+
         def _on_training_start(self) -> None:
             self.t0, self.eval_time = time.perf_counter(), 0.0
+            self.cpu0, self.eval_cpu = time.process_time(), 0.0
             self.next_eval = self.eval_every_s
             self.path.write_text("")
             self._evaluate()
 
         def _evaluate(self) -> None:
-            wall = self.clock()
-            t = time.perf_counter()
+            wall, cpu = self.clock(), self.cpu()
+            t, c = time.perf_counter(), time.process_time()
             rets = self.evaluate_fn(self.model)
             self.eval_time += time.perf_counter() - t
+            self.eval_cpu += time.process_time() - c
             train_eps = [ep["r"] for ep in self.model.ep_info_buffer or []]
-            row = {"wall_clock_s": round(wall, 2), "train_timesteps": int(self.num_timesteps),
+            row = {"wall_clock_s": round(wall, 2), "cpu_s": round(cpu, 2),
+                   "train_timesteps": int(self.num_timesteps),
                    "real_sim_samples": int(self.num_timesteps) if self.real_training else 0,
                    "real_return_mean": float(np.mean(rets)), "real_return_std": float(np.std(rets)),
                    "real_episodes": len(rets), "eval_time_s": round(self.eval_time, 2),
@@ -158,16 +174,17 @@ def _callbacks():
             with self.path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             from tqdm import tqdm
-            tqdm.write(f"[curve] {row['wall_clock_s']:.0f}s train, {row['train_timesteps']} steps, "
+            tqdm.write(f"[curve] {row['wall_clock_s']:.0f}s train ({row['cpu_s']:.0f} CPU s), "
+                       f"{row['train_timesteps']} steps, "
                        f"real return {row['real_return_mean']:.1f} ± {row['real_return_std']:.1f}"
                        + (f", train-env return {row['train_return_mean']:.1f}" if train_eps else ""))
 
         def _on_step(self) -> bool:
-            if self.eval_every_s is not None and self.clock() >= self.next_eval:
+            if self.eval_every_s is not None and self.budget() >= self.next_eval:
                 self._evaluate()
-                while self.next_eval <= self.clock():
+                while self.next_eval <= self.budget():
                     self.next_eval += self.eval_every_s
-            if self.wall_clock_s is not None and self.clock() >= self.wall_clock_s:
+            if self.wall_clock_s is not None and self.budget() >= self.wall_clock_s:
                 self.stopped_by_clock = True
                 return False
             return True
@@ -187,10 +204,11 @@ def _callbacks():
             from tqdm import tqdm
             by_clock = self.curve.wall_clock_s is not None
             self.bar = tqdm(total=int(self.curve.wall_clock_s) if by_clock else self.total,
-                            unit="s" if by_clock else "step", desc="train", dynamic_ncols=True)
+                            unit=f"{self.curve.clock_kind} s" if by_clock else "step", desc="train",
+                            dynamic_ncols=True)
 
         def _on_step(self) -> bool:
-            done = int(self.curve.clock()) if self.curve.wall_clock_s is not None else self.num_timesteps
+            done = int(self.curve.budget()) if self.curve.wall_clock_s is not None else self.num_timesteps
             if done > self.bar.n:
                 self.bar.update(min(done, self.bar.total) - self.bar.n)
                 self.bar.set_postfix(steps=self.num_timesteps, refresh=False)
@@ -220,7 +238,7 @@ def train(algo: str, env_id: str, timesteps: int, out: Path, num_envs: int = 16,
           seed: int = 0, eval_episodes: int = 10, curve_episodes: int = 2, eval_every_s: float | None = 300.0,
           wall_clock_s: float | None = None, eval_max_steps: int | None = None,
           net_arch: list[int] | None = None, algo_kwargs: dict | None = None, env_kwargs: dict | None = None,
-          record: bool = True, progress: bool = True) -> dict[str, Any]:
+          clock: str = "wall", record: bool = True, progress: bool = True) -> dict[str, Any]:
     """Train ``algo`` on ``env_id`` and evaluate it on the real env; returns the results row.
 
     Args:
@@ -228,6 +246,8 @@ def train(algo: str, env_id: str, timesteps: int, out: Path, num_envs: int = 16,
             ``wall_clock_s`` training stops at whichever comes first.
         eval_every_s: seconds of training wall clock between learning-curve evaluations (None:
             only at the start and the end). curve_episodes: real episodes per such evaluation.
+        clock: "wall" (default) or "cpu": what ``wall_clock_s`` and ``eval_every_s`` count
+            (training only, evaluation excluded, either way).
         eval_episodes: episodes of the final real-env evaluation (seeds EVAL_SEED …).
         eval_max_steps: cut every evaluation episode after this many steps (tests; None = 1000).
         net_arch, algo_kwargs: SB3 policy hidden sizes and constructor arguments; env_kwargs:
@@ -245,6 +265,8 @@ def train(algo: str, env_id: str, timesteps: int, out: Path, num_envs: int = 16,
     _check_positive("num_envs", num_envs)
     _check_positive("eval_episodes", eval_episodes)
     _check_positive("curve_episodes", curve_episodes)
+    if clock not in CLOCKS:
+        raise ValueError(f"unknown clock {clock!r}; allowed: {', '.join(CLOCKS)}")
     for name, v in (("eval_every_s", eval_every_s), ("wall_clock_s", wall_clock_s),
                     ("eval_max_steps", eval_max_steps)):
         if v is not None and not v > 0:
@@ -256,7 +278,8 @@ def train(algo: str, env_id: str, timesteps: int, out: Path, num_envs: int = 16,
     config = {"algo": algo, "env": env_id, "system": system, "trained_in": "real" if real else "learned",
               "timesteps": timesteps, "num_envs": n, "checkpoint": None if checkpoint is None else str(checkpoint),
               "seed": seed, "eval_episodes": eval_episodes, "curve_episodes": curve_episodes,
-              "eval_every_s": eval_every_s, "wall_clock_s": wall_clock_s, "eval_max_steps": eval_max_steps,
+              "eval_every_s": eval_every_s, "wall_clock_s": wall_clock_s, "clock": clock,
+              "eval_max_steps": eval_max_steps,
               "net_arch": net_arch, "algo_kwargs": algo_kwargs or {}, "env_kwargs": env_kwargs or {}}
     _write_json(out / "config.json", config)
 
@@ -264,7 +287,7 @@ def train(algo: str, env_id: str, timesteps: int, out: Path, num_envs: int = 16,
     model = make_model(algo, env, seed, net_arch, **(algo_kwargs or {}))
     RealCurve, Progress = _callbacks()
     curve = RealCurve(curve_returns(system, checkpoint, curve_episodes, eval_max_steps), out / "curve.jsonl",
-                      real, eval_every_s, wall_clock_s)
+                      real, eval_every_s, wall_clock_s, clock)
     callbacks = [curve] + ([Progress(timesteps, curve)] if progress else [])
     t0 = time.perf_counter()
     model.learn(total_timesteps=timesteps, callback=callbacks)
@@ -272,12 +295,14 @@ def train(algo: str, env_id: str, timesteps: int, out: Path, num_envs: int = 16,
     model.save(out / "model.zip")
     env.close()
     last = curve.rows[-1]
-    config.update({"train_wall_clock_s": last["wall_clock_s"], "curve_eval_time_s": last["eval_time_s"],
+    config.update({"train_wall_clock_s": last["wall_clock_s"], "train_cpu_s": last["cpu_s"],
+                   "curve_eval_time_s": last["eval_time_s"],
                    "total_wall_clock_s": round(total_s, 2), "timesteps_reached": int(model.num_timesteps),
                    "real_sim_samples": last["real_sim_samples"],
                    "stopped_by": "wall_clock" if curve.stopped_by_clock else "timesteps"})
     _write_json(out / "config.json", config)
-    plot_curves({f"{algo} in {config['trained_in']} env": curve.rows}, out / "curve.png",
+    plot_curves({f"{algo} in {config['trained_in']} env ({clock} s)": (curve.rows, TIME_KEYS[clock])},
+                out / "curve.png",
                 f"{algo.upper()} on {env_id}: deterministic return on the real env")
 
     eval_env = real_env(system, checkpoint, record=record, max_steps=eval_max_steps)
@@ -295,7 +320,8 @@ def train(algo: str, env_id: str, timesteps: int, out: Path, num_envs: int = 16,
     _write_json(out / "results.json", [row])
     (out / "results.md").write_text(
         table([row]) + f"\nTrained {config['timesteps_reached']} timesteps in {config['train_wall_clock_s']:.0f} s "
-        f"of training wall clock on {env_id} ({config['real_sim_samples']} real-simulation samples; "
+        f"of training wall clock ({config['train_cpu_s']:.0f} CPU s) on {env_id} "
+        f"({config['real_sim_samples']} real-simulation samples; "
         f"evaluation episodes not counted).\n")
     return row
 
@@ -305,21 +331,23 @@ def _check_positive(name: str, v) -> None:
         raise ValueError(f"{name} must be a positive integer, got {v!r}")
 
 
-def plot_curves(curves: dict[str, list[dict[str, Any]]], path: Path, title: str) -> None:
-    """Real-env return against training wall clock and against real-simulation samples (PNG)."""
+def plot_curves(curves: dict[str, tuple[list[dict[str, Any]], str]], path: Path, title: str) -> None:
+    """Real-env return against training time and against real-simulation samples (PNG).
+
+    ``curves``: label -> (curve.jsonl rows, the time key to plot: "wall_clock_s" or "cpu_s")."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for label, rows in curves.items():
+    for label, (rows, time_key) in curves.items():
         ret = np.array([r["real_return_mean"] for r in rows])
         std = np.array([r["real_return_std"] for r in rows])
-        for ax, key in zip(axes, ("wall_clock_s", "real_sim_samples")):
+        for ax, key in zip(axes, (time_key, "real_sim_samples")):
             x = np.array([r[key] for r in rows], float)
             ax.errorbar(x, ret, yerr=std, marker="o", capsize=3, label=label)
-    axes[0].set_xlabel("training wall clock (s, evaluation excluded)")
+    axes[0].set_xlabel("training time (s, evaluation excluded; wall or CPU as labelled)")
     axes[1].set_xlabel("real-simulation samples used in training")
     axes[0].set_ylabel("real-env return (deterministic policy)")
     for ax in axes:
@@ -341,23 +369,29 @@ def write_comparison(learned_dir: Path, real_dir: Path, out: Path) -> dict[str, 
         runs[kind] = {"dir": str(d), "config": json.loads((d / "config.json").read_text()),
                       "result": json.loads((d / "results.json").read_text())[0], "curve": rows}
     algo = runs["learned"]["config"]["algo"]
-    plot_curves({f"{algo} in learned env": runs["learned"]["curve"], f"{algo} on real env": runs["real"]["curve"]},
-                out / "comparison.png", f"{algo.upper()}, same training wall clock: return on the real env")
+    curves = {}
+    for k, r in runs.items():
+        clock = r["config"].get("clock", "wall")
+        curves[f"{algo} in {k} env ({clock} s)"] = (r["curve"], TIME_KEYS[clock])
+    plot_curves(curves, out / "comparison.png", f"{algo.upper()}, same training-time budget: return on the real env")
     ret = {k: runs[k]["result"]["return_mean"] for k in runs}
     ratio = ret["learned"] / ret["real"] if ret["real"] > 0 else None
-    lines = ["| trained in | timesteps | training wall clock (s) | real samples | real return (mean ± std) | "
-             "success | episodes |", "|---|---|---|---|---|---|---|"]
+    lines = ["| trained in | budget | timesteps | training wall clock (s) | training CPU (s) | real samples | "
+             "real return (mean ± std) | success | episodes |", "|---|---|---|---|---|---|---|---|---|"]
     for k, r in runs.items():
         c, res = r["config"], r["result"]
-        lines.append(f"| {k} env | {c['timesteps_reached']} | {c['train_wall_clock_s']:.0f} | "
+        cpu = "–" if c.get("train_cpu_s") is None else f"{c['train_cpu_s']:.0f}"
+        budget = "–" if c.get("wall_clock_s") is None else f"{c['wall_clock_s']:.0f} {c.get('clock', 'wall')} s"
+        lines.append(f"| {k} env | {budget} | {c['timesteps_reached']} | {c['train_wall_clock_s']:.0f} | {cpu} | "
                      f"{c['real_sim_samples']} | {res['return_mean']:.1f} ± {res['return_std']:.1f} | "
                      f"{100 * res['success_rate']:.0f}% | {res['episodes']} |")
     lines.append("")
     lines.append(f"Ratio learned / real = {ratio:.2f}" if ratio is not None
                  else "Ratio undefined: the real-env agent's return is not positive.")
     summary = {"algo": algo, "learned_return": ret["learned"], "real_return": ret["real"], "ratio": ratio,
-               "runs": {k: {"dir": r["dir"], **{key: r["config"][key] for key in (
-                   "timesteps_reached", "train_wall_clock_s", "real_sim_samples")},
+               "runs": {k: {"dir": r["dir"], **{key: r["config"].get(key) for key in (
+                   "timesteps_reached", "train_wall_clock_s", "train_cpu_s", "clock", "wall_clock_s",
+                   "real_sim_samples")},
                    "return_std": r["result"]["return_std"]} for k, r in runs.items()}}
     _write_json(out / "comparison.json", summary)
     (out / "comparison.md").write_text("\n".join(lines) + "\n")
@@ -388,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval_every_s", type=float, default=300.0,
                    help="training seconds between learning-curve points (0: start and end only)")
     p.add_argument("--wall_clock_s", type=float, default=None, help="stop after this much training time")
+    p.add_argument("--clock", choices=CLOCKS, default="wall",
+                   help="what --wall_clock_s and --eval_every_s count: wall clock or process CPU seconds")
     p.add_argument("--eval_max_steps", type=int, default=None, help="cut evaluation episodes (tests)")
     p.add_argument("--net_arch", default=None, help="hidden sizes, e.g. 64,64 (default: SB3's)")
     p.add_argument("--algo_kwargs", default=None, help="JSON of extra SB3 constructor arguments")
@@ -421,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     kw = dict(num_envs=args.num_envs, checkpoint=args.checkpoint, seed=args.seed,
               eval_episodes=args.eval_episodes, curve_episodes=args.curve_episodes,
               eval_every_s=args.eval_every_s or None, eval_max_steps=args.eval_max_steps, net_arch=net_arch,
-              algo_kwargs=algo_kwargs, record=not args.no_gifs, progress=not args.quiet)
+              algo_kwargs=algo_kwargs, clock=args.clock, record=not args.no_gifs, progress=not args.quiet)
     if args.compare:
         out = Path(args.out or f"runs/sb3/compare-{args.algo}-{system}")
         summary = compare(args.algo, system, args.wall_clock_s, out, args.timesteps, **kw)

@@ -1,6 +1,8 @@
 """``keycld train`` and the original README's entry points (keycld/dm.py, ablations/*.py)."""
 from __future__ import annotations
 
+import dataclasses
+
 import argparse
 import sys
 from pathlib import Path
@@ -72,6 +74,13 @@ def run_train(args, parser, model: str | None = None) -> int:
         if not (run_dir / "config.json").exists():
             parser.error(f"--resume {run_dir}: not a run directory (no config.json)")
         cfg = TrainConfig.load(run_dir / "config.json")
+        if args.num_epochs is not None and args.num_epochs != cfg.num_epochs:
+            # extending a finished (or running) schedule: the only setting a resume may change
+            if args.num_epochs < cfg.num_epochs:
+                parser.error(f"--num_epochs {args.num_epochs} is below the run's {cfg.num_epochs}; "
+                             "a resume can only extend the schedule")
+            cfg = dataclasses.replace(cfg, num_epochs=args.num_epochs)
+            cfg.save(run_dir / "config.json")
         resume = True
     else:
         cfg = config_from_args(args, parser, model)

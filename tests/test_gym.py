@@ -188,3 +188,46 @@ def test_keypoint_rewards_match_dm_control():
                 xd = np.zeros(4)
             got = float(R.REWARDS[system](jnp.asarray(x), jnp.asarray(xd), jnp.asarray(ctrl)))
             assert got == pytest.approx(expected, abs=1e-4), (system, q, v)
+
+
+def test_exported_model_loads_without_rebuilding_the_bank(checkpoints, tmp_path, monkeypatch):
+    """`keycld export`: a small params-only directory whose bank the envs reuse as is."""
+    from keycld_gym import loading
+    from keycld_gym.zoo import export
+
+    out = export(checkpoints["pendulum"], tmp_path / "pendulum", hardware="test", notes="tiny", bank_size=4)
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "params.msgpack", "reset_bank.npz", "model.json", "MODEL_CARD.md"} <= names
+    assert "checkpoint.msgpack" not in names
+    assert sum(p.stat().st_size for p in out.iterdir()) < 10 * 2 ** 20
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "pendulum" in card and "hardware | test" in card
+
+    original = _make("pendulum", checkpoints)
+
+    def no_build(*a, **k):
+        raise AssertionError("the exported bank should have been reused")
+    monkeypatch.setattr(loading, "build_bank", no_build)
+    exported = gym.make("KeyCLD-Pendulum-v0", checkpoint=str(out), bank_size=4)
+    a, _ = exported.reset(seed=5)
+    b, _ = original.reset(seed=5)
+    np.testing.assert_array_equal(a, b)
+    act = np.array([0.3], np.float32)
+    np.testing.assert_array_equal(exported.step(act)[0], original.step(act)[0])
+
+
+def test_real_env_frames_are_distinct_arrays(checkpoints):
+    """Frames from the reused camera must not alias one buffer (velocities would read 0)."""
+    env = _make("pendulum", checkpoints, real=True, obs_type="keypoints").unwrapped
+    env.reset(seed=0)
+    frames = env._frames
+    assert not np.shares_memory(frames[0], frames[2])
+    assert not np.array_equal(frames[0], frames[2])
+
+
+def test_shipped_pendulum_model_works_out_of_the_box():
+    env = gym.make("KeyCLD-Pendulum-v0")
+    obs, info = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    obs, *_ = env.step(env.action_space.sample())
+    assert np.all(np.isfinite(obs))

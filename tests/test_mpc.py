@@ -133,6 +133,16 @@ def test_same_seed_same_plan(kind, params, checkpoints):
 
     np.testing.assert_array_equal(plans(4), plans(4))
     assert not np.array_equal(plans(4), plans(5))
+    # an episode replayed with its seed (agents.base.run_episode passes info["seed"]) plans the same
+    agent = MPCAgent(params["cartpole"], kind, SMALL, seed=4)
+
+    def episode(episode_seed):
+        agent.reset(None, obs, {"seed": episode_seed})
+        return np.stack([agent.plan(obs) for _ in range(2)])
+
+    first = episode(7)
+    assert not np.array_equal(episode(8), first)
+    np.testing.assert_array_equal(episode(7), first)
 
 
 @pytest.mark.parametrize("kind", ["grad", "cem"])

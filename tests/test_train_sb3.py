@@ -45,6 +45,7 @@ def test_sac_in_learned_env(checkpoint, tmp_path):
     assert [r["wall_clock_s"] for r in rows] == sorted(r["wall_clock_s"] for r in rows)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["trained_in"] == "learned" and cfg["real_sim_samples"] == 0 and cfg["timesteps_reached"] >= 200
+    assert cfg["train_cpu_s"] > 0 and all(r["cpu_s"] >= 0 for r in rows)
     assert row["where"] == "real" and row["episodes"] == 1 and row["episodes_detail"][0]["steps"] == 20
     assert json.loads((out / "results.json").read_text())[0]["train"]["real_sim_samples"] == 0
 
@@ -57,14 +58,14 @@ def test_sac_in_learned_env(checkpoint, tmp_path):
     assert a.shape == (1,) and a.dtype == np.float32
 
 
-def test_real_env_counts_samples_and_wall_clock_stops(checkpoint, tmp_path):
+def test_real_env_counts_samples_and_cpu_budget_stops(checkpoint, tmp_path):
     out = tmp_path / "real"
-    train_sb3.train("td3", "KeyCLD-Pendulum-Real-v0", 10 ** 6, out, checkpoint=checkpoint, wall_clock_s=3.0,
-                    algo_kwargs={"learning_starts": 10, "batch_size": 16}, record=False, **TINY)
+    train_sb3.train("td3", "KeyCLD-Pendulum-Real-v0", 10 ** 6, out, checkpoint=checkpoint, wall_clock_s=2.0,
+                    clock="cpu", algo_kwargs={"learning_starts": 10, "batch_size": 16}, record=False, **TINY)
     rows = _curve(out)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["stopped_by"] == "wall_clock" and cfg["num_envs"] == 1
-    assert 0 < cfg["timesteps_reached"] < 10 ** 6 and cfg["train_wall_clock_s"] >= 3.0
+    assert cfg["clock"] == "cpu" and 0 < cfg["timesteps_reached"] < 10 ** 6 and cfg["train_cpu_s"] >= 2.0
     assert all(r["real_sim_samples"] == r["train_timesteps"] for r in rows)
     assert rows[-1]["real_sim_samples"] == cfg["timesteps_reached"]
 
@@ -104,5 +105,7 @@ def test_bad_function_arguments(tmp_path):
         train_sb3.train("a2c", "KeyCLD-Pendulum-v0", 10, tmp_path)
     with pytest.raises(ValueError, match="timesteps"):
         train_sb3.train("sac", "KeyCLD-Pendulum-v0", -5, tmp_path)
+    with pytest.raises(ValueError, match="unknown clock"):
+        train_sb3.train("sac", "KeyCLD-Pendulum-v0", 10, tmp_path, clock="gpu")
     assert train_sb3.parse_env_id("KeyCLD-Cartpole-Real-v0") == ("cartpole", True)
     assert train_sb3.parse_env_id("KeyCLD-Acrobot-v0") == ("acrobot", False)

@@ -1,0 +1,101 @@
+"""Closed-loop control on the real simulation: (system × agent) -> success rate and return.
+
+    python benchmarks/control.py [--systems pendulum,cartpole,acrobot] [--agents energy,energy-true,random,zero]
+                                 [--episodes 50] [--underactuated_cartpole]
+
+Every agent runs on ``KeyCLD-*-Real-v0`` (learned-model agents see only the encoder's keypoints
+of the 64×64 frames) with the same episode seeds; ``energy-true`` is the true-model baseline,
+``random`` and ``zero`` the trivial baselines. Rows whose agent needs a shipped model that does
+not exist yet are reported as "no shipped model" rather than run. Planning time per control step
+is the median wall time of ``agent.act``.
+
+Writes benchmarks/results/control.{json,md}; ``--merge`` keeps rows of other (system, agent)
+pairs from an earlier run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from _common import RESULTS, machine, write_results  # noqa: E402
+
+from agents.evaluate import AGENTS, NEEDS_MODEL, run  # noqa: E402
+from keycld.tasks import ENVIRONMENTS  # noqa: E402
+from keycld_gym.loading import MODELS_DIR  # noqa: E402
+
+HEADER = ["system", "agent", "episodes", "success", "return (mean ± std)", "swing-up (median s)",
+          "act (median ms)"]
+
+
+def _row_key(row: dict) -> tuple[str, str]:
+    return row["system"], row["agent"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--systems", default=",".join(ENVIRONMENTS))
+    p.add_argument("--agents", default="energy,energy-true,random,zero")
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--underactuated_cartpole", action="store_true", help="add cartpole rows with pole torque 0")
+    p.add_argument("--merge", action="store_true", help="keep other rows of results/control.json")
+    args = p.parse_args(argv)
+    systems = [s for s in args.systems.split(",") if s]
+    agents = [a for a in args.agents.split(",") if a]
+    for s in systems:
+        if s not in ENVIRONMENTS:
+            p.error(f"unknown system {s!r}; allowed: {', '.join(ENVIRONMENTS)}")
+    for a in agents:
+        if a not in AGENTS:
+            p.error(f"unknown agent {a!r}; allowed: {', '.join(AGENTS)}")
+    if args.episodes < 1:
+        p.error(f"--episodes must be >= 1, got {args.episodes}")
+
+    jobs = [(s, a, False) for s in systems for a in agents]
+    if args.underactuated_cartpole and "cartpole" in systems:
+        jobs += [("cartpole", a, True) for a in agents]
+    rows = []
+    for system, agent, under in jobs:
+        label = agent + (" (underactuated)" if under else "")
+        if agent in NEEDS_MODEL and not (MODELS_DIR / system / "config.json").exists():
+            rows.append({"system": system, "agent": label, "missing": "no shipped model"})
+            continue
+        t = time.perf_counter()
+        out = RESULTS / "control" / f"{agent}-{system}{'-underactuated' if under else ''}"
+        (row,) = run(agent, system, args.episodes, "real", under, out=out, progress=True)
+        row["wall_s"] = time.perf_counter() - t
+        row.pop("episodes_detail", None)
+        rows.append(row)
+        print(f"{system} {label}: success {row['success_rate']:.2f}, return {row['return_mean']:.0f} "
+              f"({row['wall_s']:.0f} s)", flush=True)
+
+    if args.merge and (RESULTS / "control.json").exists():
+        old = json.loads((RESULTS / "control.json").read_text())["rows"]
+        new_keys = {_row_key(r) for r in rows}
+        rows = [r for r in old if _row_key(r) not in new_keys] + rows
+    table = []
+    for r in rows:
+        if "missing" in r:
+            table.append([r["system"], r["agent"], "–", r["missing"], "–", "–", "–"])
+            continue
+        up = "–" if r["swing_up_time_median_s"] is None else f"{r['swing_up_time_median_s']:.2f}"
+        table.append([r["system"], r["agent"], str(r["episodes"]), f"{100 * r['success_rate']:.0f}%",
+                      f"{r['return_mean']:.0f} ± {r['return_std']:.0f}", up, f"{r['act_time_median_ms']:.2f}"])
+    notes = ("Real simulation (MuJoCo, the paper's physics); success = the task's sparse reward on every "
+             "step of the final second. Learned-model agents see only 64×64 frames through the encoder. "
+             f"Command: `python benchmarks/control.py {' '.join(argv if argv is not None else sys.argv[1:])}`. "
+             "Best/worst GIFs per row under results/control/.")
+    md = write_results("control", {"machine": machine(), "rows": rows}, table, HEADER, notes)
+    print(md.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

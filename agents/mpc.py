@@ -62,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from keycld.tasks import TASK_SPECS, check_environment
+from keycld.tasks import check_environment
 from keycld_gym import functional as F
 from keycld_gym import rewards as R
 

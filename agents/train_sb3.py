@@ -126,7 +126,7 @@ def _callbacks():
     from stable_baselines3.common.callbacks import BaseCallback
 
     class RealCurve(BaseCallback):
-        """Budget in training wall clock; periodic deterministic evaluation on the real env.
+        """Training-time budget; periodic deterministic evaluation on the real env.
 
         ``clock()`` is the wall clock since training started minus the time spent evaluating,
         ``cpu()`` the same in process CPU time; ``budget()`` is the one ``clock_kind`` names.

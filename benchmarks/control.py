@@ -10,7 +10,8 @@ not exist yet are reported as "no shipped model" rather than run. Planning time 
 is the median wall time of ``agent.act``.
 
 Writes benchmarks/results/control.{json,md}; ``--merge`` keeps rows of other (system, agent)
-pairs from an earlier run.
+pairs from an earlier run. Finished rows (``results/control/<row>/results.json``) are reused, so
+an interrupted run continues where it stopped (``--rerun`` forces them).
 """
 from __future__ import annotations
 
@@ -44,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--systems", default=",".join(ENVIRONMENTS))
     p.add_argument("--agents", default="energy,energy-true,random,zero")
     p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--episodes_pixels", type=int, default=None,
+                   help="episodes for agents that see pixels (render + encode every step; default --episodes)")
+    p.add_argument("--rerun", action="store_true",
+                   help="rerun rows whose results/control/<row>/results.json already has the episode count")
     p.add_argument("--underactuated_cartpole", action="store_true", help="add cartpole rows with pole torque 0")
     p.add_argument("--merge", action="store_true", help="keep other rows of results/control.json")
     args = p.parse_args(argv)
@@ -67,14 +72,20 @@ def main(argv: list[str] | None = None) -> int:
         if agent in NEEDS_MODEL and not (MODELS_DIR / system / "config.json").exists():
             rows.append({"system": system, "agent": label, "missing": "no shipped model"})
             continue
-        t = time.perf_counter()
+        episodes = args.episodes_pixels or args.episodes if agent in NEEDS_MODEL else args.episodes
         out = RESULTS / "control" / f"{agent}-{system}{'-underactuated' if under else ''}"
-        (row,) = run(agent, system, args.episodes, "real", under, out=out, progress=True)
-        row["wall_s"] = time.perf_counter() - t
+        done = out / "results.json"
+        if not args.rerun and done.exists() and json.loads(done.read_text())[0]["episodes"] == episodes:
+            (row,) = json.loads(done.read_text())  # a finished row of an interrupted run
+        else:
+            t = time.perf_counter()
+            (row,) = run(agent, system, episodes, "real", under, out=out, progress=True)
+            row["wall_s"] = time.perf_counter() - t
+            done.write_text(json.dumps([row], indent=1))
         row.pop("episodes_detail", None)
         rows.append(row)
         print(f"{system} {label}: success {row['success_rate']:.2f}, return {row['return_mean']:.0f} "
-              f"({row['wall_s']:.0f} s)", flush=True)
+              f"({row.get('wall_s', 0):.0f} s)", flush=True)
 
     if args.merge and (RESULTS / "control.json").exists():
         old = json.loads((RESULTS / "control.json").read_text())["rows"]

@@ -363,6 +363,7 @@ def plot_curves(curves: dict[str, tuple[list[dict[str, Any]], str]], path: Path,
 
 def write_comparison(learned_dir: Path, real_dir: Path, out: Path) -> dict[str, Any]:
     """comparison.png + comparison.md (+ .json) from a learned-env run and a real-env run."""
+    out = Path(out)
     runs = {}
     for kind, d in (("learned", Path(learned_dir)), ("real", Path(real_dir))):
         rows = [json.loads(line) for line in (d / "curve.jsonl").read_text().splitlines() if line.strip()]

@@ -81,7 +81,7 @@ def test_write_comparison(tmp_path):
                                                    "train_wall_clock_s": 10.0, "real_sim_samples": samples}))
         (d / "results.json").write_text(json.dumps([{"return_mean": ret, "return_std": 2.0,
                                                      "success_rate": 0.5, "episodes": 5}]))
-    summary = train_sb3.write_comparison(tmp_path / "learned", tmp_path / "real", tmp_path)
+    summary = train_sb3.write_comparison(str(tmp_path / "learned"), str(tmp_path / "real"), str(tmp_path))
     assert summary["ratio"] == pytest.approx(0.8)
     assert (tmp_path / "comparison.png").is_file() and "0.80" in (tmp_path / "comparison.md").read_text()
 

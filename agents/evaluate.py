@@ -143,12 +143,9 @@ def evaluate(agent, env, episodes: int, seed: int = 0, record: bool = True, prog
 def write_gif(path: Path, frames: np.ndarray, fps: int, scale: int = 2, stride: int = 4) -> None:
     """Frames (T, H, W, 3) uint8 -> a GIF of every ``stride``-th frame upscaled ×``scale``
     (real-time playback), written atomically."""
-    import imageio.v2 as imageio
+    from keycld.viz import save_gif
 
-    big = np.repeat(np.repeat(frames[::stride], scale, axis=1), scale, axis=2)
-    tmp = path.with_name(f".{path.name}.tmp.gif")
-    imageio.mimsave(tmp, list(big), duration=1000.0 * stride / fps, loop=0)  # ms per frame
-    os.replace(tmp, path)
+    save_gif(path, np.repeat(np.repeat(frames[::stride], scale, axis=1), scale, axis=2), fps / stride)
 
 
 def episode_record(r: EpisodeResult) -> dict[str, Any]:

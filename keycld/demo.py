@@ -53,16 +53,13 @@ def _episode(env, agent, seed: int | None, options: dict | None, keypoints: bool
 def write_panels(path: Path, real: np.ndarray, learned: np.ndarray, keypoints: np.ndarray, fps: int,
                  scale: int = 3, stride: int = 2) -> None:
     """GIF of [real | learned | real + keypoints], written atomically."""
-    import imageio.v2 as imageio
+    from keycld.viz import save_gif
 
     n = min(len(real), len(learned))
     overlay = [draw_keypoints(real[t], keypoints[t][: keypoints.shape[1] // 2]) for t in range(n)]
     gap = np.full((64, 2, 3), 255, np.uint8)
     panels = [np.concatenate([real[t], gap, learned[t], gap, overlay[t]], axis=1) for t in range(0, n, stride)]
-    big = [np.repeat(np.repeat(p, scale, 0), scale, 1) for p in panels]
-    tmp = path.with_name(f".{path.name}.tmp.gif")
-    imageio.mimsave(tmp, big, duration=1000.0 * stride / fps, loop=0)  # ms per frame
-    os.replace(tmp, path)
+    save_gif(path, np.repeat(np.repeat(np.stack(panels), scale, 1), scale, 2), fps / stride)
 
 
 def run_demo(out: Path, systems=DEMO_SYSTEMS, seed: int = 0, progress: bool = True) -> list[dict]:

@@ -238,11 +238,9 @@ def _atomic(path: Path, write) -> None:
 
 
 def _write_gif(result: CompareResult, path: Path) -> None:
-    import imageio.v3 as iio
+    from keycld.viz import save_gif
     stride = max(1, int(np.ceil(1.0 / (result.dt * MAX_GIF_FPS) - 1e-9)))  # keep real time
-    frames = side_by_side(result.real_frames, result.learned_frames)[::stride]
-    _atomic(path, lambda p: iio.imwrite(p, frames, extension=".gif", duration=1000.0 * result.dt * stride,
-                                        loop=0))
+    save_gif(path, side_by_side(result.real_frames, result.learned_frames)[::stride], 1.0 / (result.dt * stride))
 
 
 def _write_json(result: CompareResult, path: Path) -> None:

@@ -10,3 +10,23 @@ def cache_dir(tmp_path_factory):
     """One dataset cache shared by the tests of a worker."""
     path = tmp_path_factory.mktemp("keycld-cache")
     return path
+
+
+def _train_tiny_model(root, system: str) -> str:
+    """Train a tiny KeyCLD model (h = 8, 3 runs × 6 frames, two steps) under ``root``; its run dir."""
+    from keycld.config import TrainConfig
+    from keycld.data import DatasetConfig, load_dataset
+    from keycld.train import train
+
+    load_dataset(DatasetConfig(system, "random", "yes", 3, 6), cache_dir=root / "cache", workers=1,
+                 progress=False)
+    cfg = TrainConfig(environment=system, num_runs=3, num_frames=6, num_hidden_dim=8,
+                      num_predicted_steps=2, num_epochs=1, max_steps_per_epoch=2)
+    train(cfg, root / system, cache_dir=root / "cache", progress=False, validate=False, gif=False)
+    return str(root / system)
+
+
+@pytest.fixture(scope="session")
+def train_tiny_model():
+    """``train_tiny_model(root, system) -> run dir``: the tiny models the env tests share."""
+    return _train_tiny_model

@@ -6,24 +6,15 @@ import numpy as np
 import pytest
 
 import keycld_gym
-from keycld.config import TrainConfig
-from keycld.data import DatasetConfig, load_dataset
-from keycld.train import train
 from keycld_gym.compare import CompareResult, main, make_actions
 
 T = 12
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A tiny trained pendulum model (h = 8, two steps), as in tests/test_gym.py."""
-    root = tmp_path_factory.mktemp("compare")
-    load_dataset(DatasetConfig("pendulum", "random", "yes", 3, 6), cache_dir=root / "cache", workers=1,
-                 progress=False)
-    cfg = TrainConfig(environment="pendulum", num_runs=3, num_frames=6, num_hidden_dim=8,
-                      num_predicted_steps=2, num_epochs=1, max_steps_per_epoch=2)
-    train(cfg, root / "pendulum", cache_dir=root / "cache", progress=False, validate=False, gif=False)
-    return str(root / "pendulum")
+def checkpoint(tmp_path_factory, train_tiny_model):
+    """A tiny trained pendulum model (h = 8, two steps)."""
+    return train_tiny_model(tmp_path_factory.mktemp("compare"), "pendulum")
 
 
 @pytest.fixture(scope="module")

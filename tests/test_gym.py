@@ -9,27 +9,16 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import keycld_gym
-from keycld.config import TrainConfig
-from keycld.data import DatasetConfig, load_dataset
-from keycld.train import train
 from keycld_gym import functional as F
 
 SYSTEMS = {"pendulum": "Pendulum", "cartpole": "Cartpole", "acrobot": "Acrobot"}
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
+def checkpoints(tmp_path_factory, train_tiny_model):
     """Tiny trained models (h = 8, a few steps) for each system."""
     root = tmp_path_factory.mktemp("gym")
-    out = {}
-    for system in SYSTEMS:
-        load_dataset(DatasetConfig(system, "random", "yes", 3, 6), cache_dir=root / "cache", workers=1,
-                     progress=False)
-        cfg = TrainConfig(environment=system, num_runs=3, num_frames=6, num_hidden_dim=8,
-                          num_predicted_steps=2, num_epochs=1, max_steps_per_epoch=2)
-        train(cfg, root / system, cache_dir=root / "cache", progress=False, validate=False, gif=False)
-        out[system] = str(root / system)
-    return out
+    return {system: train_tiny_model(root, system) for system in SYSTEMS}
 
 
 def _make(system, checkpoints, real=False, **kw):

@@ -5,24 +5,15 @@ import numpy as np
 import pytest
 
 from agents import train_sb3
-from keycld.config import TrainConfig
-from keycld.data import DatasetConfig, load_dataset
-from keycld.train import train as train_keycld
 
 TINY = dict(num_envs=4, eval_episodes=1, curve_episodes=1, eval_every_s=None, eval_max_steps=20,
             net_arch=[8, 8], env_kwargs={"bank_size": 4}, progress=False)
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(tmp_path_factory, train_tiny_model):
     """A tiny trained pendulum model (h = 8, a few steps)."""
-    root = tmp_path_factory.mktemp("sb3")
-    load_dataset(DatasetConfig("pendulum", "random", "yes", 3, 6), cache_dir=root / "cache", workers=1,
-                 progress=False)
-    cfg = TrainConfig(environment="pendulum", num_runs=3, num_frames=6, num_hidden_dim=8,
-                      num_predicted_steps=2, num_epochs=1, max_steps_per_epoch=2)
-    train_keycld(cfg, root / "pendulum", cache_dir=root / "cache", progress=False, validate=False, gif=False)
-    return str(root / "pendulum")
+    return train_tiny_model(tmp_path_factory.mktemp("sb3"), "pendulum")
 
 
 def _curve(out):

@@ -38,6 +38,7 @@ import scipy.linalg
 
 from keycld.model import constraints as C
 from keycld.tasks import TASK_SPECS, check_environment
+from keycld_gym import functional as F
 
 CATCHES = ("lqr", "pd")
 # The actuated "base" whose frame the energy is pumped in: cartpole's cart (keypoint 0, joint 0).
@@ -151,8 +152,9 @@ class LearnedModel:
         self._energy, self._pump, self._pd = jax.jit(energy), jax.jit(pump), jax.jit(pd_terms)
         x_goal = jnp.asarray(x_goal, jnp.float32)
         if dyn.constrained:
-            x_goal = C.project_position(dyn.phi, x_goal)
-            d = np.asarray(C.jacobian(dyn.phi, x_goal))
+            phi = F.manifold(params)
+            x_goal = C.project_position(phi, x_goal)
+            d = np.asarray(C.jacobian(phi, x_goal))
             self.tangent = scipy.linalg.null_space(d)
         else:
             self.tangent = np.eye(x_goal.shape[0])
@@ -386,17 +388,13 @@ class EnergyShapingController:
 # ---------------------------------------------------------------------------------------------
 # Construction helpers
 # ---------------------------------------------------------------------------------------------
-def goal_keypoints(system: str, model, weights) -> np.ndarray:
-    """x* (2K,): the encoder's keypoints of the upright pose rendered by the real simulation."""
-    from keycld.tasks import load_task, render, set_state
-    from keycld_gym.loading import encode_central
+def goal_keypoints(system: str, params) -> np.ndarray:
+    """x* (2K,): the encoder's keypoints of the upright pose rendered by the real simulation,
+    on the params' constraint manifold."""
+    from keycld_gym.loading import pose_keypoints
 
     check_environment(system)
-    physics = load_task(system).physics
-    set_state(physics, np.asarray(GOAL_QPOS[system]), np.zeros(physics.model.nv))
-    frame = render(physics)
-    state = encode_central(model, weights, np.stack([frame] * 3))
-    return state[: state.shape[0] // 2]
+    return pose_keypoints(system, params, GOAL_QPOS[system])
 
 
 def learned_controller(system: str, checkpoint=None, gains: Gains | None = None,
@@ -405,7 +403,7 @@ def learned_controller(system: str, checkpoint=None, gains: Gains | None = None,
     from keycld_gym.loading import load_model_params
 
     params = load_model_params(system, checkpoint)
-    x_goal = goal_keypoints(system, params.model, params.weights)
+    x_goal = goal_keypoints(system, params)
     return EnergyShapingController(LearnedModel(params, x_goal), gains, underactuated)
 
 

@@ -65,6 +65,7 @@ import optax
 from keycld.tasks import check_environment
 from keycld_gym import functional as F
 from keycld_gym import rewards as R
+from keycld_gym.loading import pose_keypoints
 
 KINDS = ("grad", "cem")
 # Hanging poses (qpos) of the real systems, for the energy scale E* − E_down.
@@ -246,23 +247,11 @@ def _plan_cem(params, cfg: MPCConfig, mean_prev, obs, mask, energy_ref, key):
 # ---------------------------------------------------------------------------------------------
 # The agent
 # ---------------------------------------------------------------------------------------------
-def pose_keypoints(system: str, model, weights, qpos) -> np.ndarray:
-    """x (2K,): the encoder's keypoints of the real system rendered at rest at ``qpos``."""
-    from keycld.tasks import load_task, render, set_state
-    from keycld_gym.loading import encode_central
-
-    physics = load_task(system).physics
-    set_state(physics, np.asarray(qpos, float), np.zeros(physics.model.nv))
-    frame = render(physics)
-    state = encode_central(model, weights, np.stack([frame] * 3))
-    return state[: state.shape[0] // 2]
-
-
 def energy_reference(system: str, params: F.EnvParams) -> np.ndarray:
     """(E*, E* − E_down): the learned energy of the upright pose at rest and the energy scale."""
     dyn, w = params.model.dynamics, params.weights["dynamics"]
     e = [float(dyn.energy(w, jnp.asarray(x), jnp.zeros_like(jnp.asarray(x))))
-         for x in (pose_keypoints(system, params.model, params.weights, q)
+         for x in (pose_keypoints(system, params, q)
                    for q in (GOAL_QPOS[system], DOWN_QPOS[system]))]
     scale = e[0] - e[1]
     if not np.isfinite(scale) or abs(scale) < 1e-6:
@@ -379,4 +368,4 @@ def make_mpc(system: str, kind: str, checkpoint=None, underactuated: bool = Fals
 
 
 __all__ = ["DEFAULTS", "KINDS", "MPCAgent", "MPCConfig", "dense_progress", "energy_reference",
-           "make_mpc", "plan_return", "pose_keypoints"]
+           "make_mpc", "plan_return"]

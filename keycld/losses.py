@@ -1,13 +1,21 @@
 """KeyCLD training loss for one image sequence (DESIGN.md §2).
 
-total = reconstruction + dynamics_weight · dynamics + bce_weight · BCE, where
+total = reconstruction + dynamics_weight · dynamics + bce_weight · BCE
+        [+ constraint_weight · constraint], where
 * reconstruction: squared pixel error of the rendered encoded keypoints, summed per frame,
   averaged over frames;
 * dynamics: from every start frame s = 1 … T−1−n, integrate n steps from the central-difference
   state (ẋ projected on the constraint tangent space) and sum the squared keypoint errors
   against the encoded keypoints of frames s+1 … s+n; averaged over starts;
 * BCE: heatmaps normalised to peak 1 against stop-gradient Gaussian maps of their keypoints,
-  averaged over pixels, keypoints and frames (heatmap models only).
+  averaged over pixels, keypoints and frames (heatmap models only);
+* constraint (not in the paper; 0 unless ``constraint_weight`` > 0, constrained models only):
+  the mean over frames and constraints of Φ(x_t)² of the encoded keypoints. The constrained
+  dynamics conserve Φ whatever its value, so without this term nothing but the random
+  initialisation decides which keypoint is which: a CPU-preset cartpole run put keypoint 1
+  (the cart, y₁ = 0) on the pole's tip. With it, the encoder places the keypoints on the
+  paper's manifold (the lengths of DESIGN.md §4 are points on the links: the cartpole pole's
+  tip is 0.44 image units from the cart, the acrobot's links 0.40 long).
 """
 from __future__ import annotations
 
@@ -31,6 +39,14 @@ def dynamics_loss(model: KeyCLD, params, kp: jnp.ndarray, action: jnp.ndarray, n
     return jnp.mean(jnp.sum((pred - target) ** 2, axis=(1, 2)))
 
 
+def constraint_consistency(model: KeyCLD, kp: jnp.ndarray) -> jnp.ndarray:
+    """Mean of Φ(kp_t)² over frames and constraints, kp (T, 2K); 0 if unconstrained."""
+    if not model.dynamics.constrained:
+        return jnp.zeros(())
+    residual = jax.vmap(model.dynamics.phi)(kp)  # (T, C)
+    return jnp.mean(residual ** 2)
+
+
 def heatmap_bce(probs: jnp.ndarray, kp: jnp.ndarray, sigma: float) -> jnp.ndarray:
     """BCE of peak-normalised heatmaps (T, H, W, K) vs Gaussian maps of kp (T, 2K)."""
     heat = probs / (jnp.max(probs, axis=(1, 2), keepdims=True) + 1e-12)
@@ -41,7 +57,7 @@ def heatmap_bce(probs: jnp.ndarray, kp: jnp.ndarray, sigma: float) -> jnp.ndarra
 
 def sequence_loss(model: KeyCLD, params, frames_u8: jnp.ndarray, action: jnp.ndarray, key: jax.Array,
                   num_predicted_steps: int, dynamics_weight: float, bce_weight: float,
-                  augment: bool = True) -> tuple[jnp.ndarray, dict]:
+                  augment: bool = True, constraint_weight: float = 0.0) -> tuple[jnp.ndarray, dict]:
     """Loss of one sequence.
 
     Args:
@@ -58,4 +74,9 @@ def sequence_loss(model: KeyCLD, params, frames_u8: jnp.ndarray, action: jnp.nda
     dyn = dynamics_loss(model, params, kp, action, num_predicted_steps)
     bce = heatmap_bce(probs, kp, model.sigma) if probs is not None else jnp.zeros(())
     total = rec + dynamics_weight * dyn + bce_weight * bce
-    return total, {"loss": total, "reconstruction": rec, "dynamics": dyn, "bce": bce}
+    terms = {"reconstruction": rec, "dynamics": dyn, "bce": bce}
+    if constraint_weight > 0:
+        con = constraint_consistency(model, kp)
+        total = total + constraint_weight * con
+        terms["constraint"] = con
+    return total, {"loss": total, **terms}

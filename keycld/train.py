@@ -70,7 +70,8 @@ def make_train_step(cfg: TrainConfig, model: KeyCLD):
     def batch_loss(params, frames, actions, key):
         keys = jax.random.split(key, frames.shape[0])
         loss_fn = partial(sequence_loss, model, params, num_predicted_steps=cfg.num_predicted_steps,
-                          dynamics_weight=cfg.dynamics_weight, bce_weight=cfg.bce_weight, augment=cfg.augment)
+                          dynamics_weight=cfg.dynamics_weight, bce_weight=cfg.bce_weight, augment=cfg.augment,
+                          constraint_weight=cfg.constraint_weight)
         totals, terms = jax.vmap(loss_fn)(frames, actions, keys)
         return jnp.mean(totals), jax.tree_util.tree_map(jnp.mean, terms)
 
@@ -189,7 +190,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, ca
                     + f"; the last good checkpoint ({run_dir / checkpoint.CHECKPOINT}) is kept")
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix({k: f"{terms[k]:.4g}" for k in ("loss", "reconstruction", "dynamics", "bce")})
+            bar.set_postfix({k: f"{terms[k]:.4g}" for k in ("loss", "reconstruction", "dynamics", "bce", "constraint")
+                             if k in terms})
         train_time = time.perf_counter() - t0
         wall += train_time
         record = {"epoch": epoch + 1, "step": int(state.step), "train_time_s": train_time,

@@ -302,6 +302,7 @@ class KeyCLDRealEnv(gym.Env):
             from keycld_gym.loading import load_model_params
             params = load_model_params(system, checkpoint)
             self.model, self.weights = params.model, params.weights
+            self.constraint_offset = params.constraint_offset
             self.observation_space = keypoint_space(params)
         elif obs_type == "pixels":
             self.observation_space = spaces.Box(0, 255, (64, 64, 3), np.uint8)
@@ -334,7 +335,7 @@ class KeyCLDRealEnv(gym.Env):
             from keycld_gym.loading import backward_state, encode_keypoints
             new = self._frames[-1:] if self._keypoints else self._frames  # one new frame per step
             self._keypoints = (self._keypoints + list(encode_keypoints(self.model, self.weights, np.stack(new))))[-3:]
-            obs = backward_state(self.model, np.stack(self._keypoints)).astype(np.float32)
+            obs = backward_state(self.model, np.stack(self._keypoints), self.constraint_offset).astype(np.float32)
         else:
             obs = np.concatenate([np.ravel(dm_obs[k]) for k, _ in STATE_LAYOUT[self.system]]).astype(np.float32)
         clipped = np.clip(obs, self.observation_space.low, self.observation_space.high)

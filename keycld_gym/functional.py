@@ -58,6 +58,9 @@ class EnvParams:
         max_steps: episode length (truncation), 1000 as in dm_control.
         position_limit, velocity_limit: the state saturates at these bounds (image units and
             image units per second); ``info["saturated"]`` reports when it does.
+        constraint_offset: (C,) level c of the manifold Φ(x) = c the encoder's keypoints lie
+            on (``keycld_gym.loading.constraint_offset``); None means c = 0, the paper's lengths.
+            The dynamics conserve Φ whatever c is; c only says where projections go.
     """
 
     weights: Any
@@ -69,6 +72,7 @@ class EnvParams:
     max_steps: int = struct.field(pytree_node=False, default=1000)
     position_limit: float = struct.field(pytree_node=False, default=3.0)
     velocity_limit: float = struct.field(pytree_node=False, default=60.0)
+    constraint_offset: jnp.ndarray | None = None
 
     @property
     def dim(self) -> int:
@@ -92,11 +96,19 @@ def reset(key: jax.Array, params: EnvParams) -> EnvState:
     return state_from_vector(params.bank[idx])
 
 
+def manifold(params: EnvParams) -> C.Constraint:
+    """x ↦ Φ(x) − c: the constraint whose zero set the learned env's states lie on."""
+    phi = params.model.dynamics.phi
+    if params.constraint_offset is None:
+        return phi
+    return lambda x: phi(x) - params.constraint_offset
+
+
 def project(x: jnp.ndarray, xd: jnp.ndarray, params: EnvParams) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Back onto Φ(x) = 0 and its tangent space (constrained models only)."""
+    """Back onto Φ(x) = c and its tangent space (constrained models only)."""
     if not params.model.dynamics.constrained:
         return x, xd
-    phi = params.model.dynamics.phi
+    phi = manifold(params)
     x = C.project_position(phi, x)
     return x, C.project_velocity(phi, x, xd)
 
@@ -109,10 +121,10 @@ def energy(state: EnvState, params: EnvParams) -> jnp.ndarray:
 
 
 def constraint_residual(state: EnvState, params: EnvParams) -> jnp.ndarray:
-    """max |Φ(x)| (0 for models without constraints)."""
+    """max |Φ(x) − c| (0 for models without constraints)."""
     if not params.model.dynamics.constrained:
         return jnp.zeros((), jnp.float32)
-    return jnp.max(jnp.abs(params.model.dynamics.phi(state.x)))
+    return jnp.max(jnp.abs(manifold(params)(state.x)))
 
 
 def reward(state: EnvState, ctrl: jnp.ndarray, params: EnvParams) -> jnp.ndarray:

@@ -16,7 +16,7 @@ from keycld_gym.functional import INTEGRATORS, EnvParams
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 BANK_FILE = "reset_bank.npz"
-BANK_VERSION = 3  # bump when the encoding of bank states changes
+BANK_VERSION = 4  # bump when the encoding of bank states changes
 
 
 def default_checkpoint(system: str) -> Path:
@@ -36,23 +36,46 @@ def _encode(model: KeyCLD, weights, frames_u8: jnp.ndarray) -> jnp.ndarray:
 
 
 @partial(jax.jit, static_argnums=0)
-def _project(model: KeyCLD, x, xd):
+def _project(model: KeyCLD, x, xd, offset):
     if model.dynamics.constrained:
-        x = C.project_position(model.dynamics.phi, x)
-    return jnp.concatenate([x, model.dynamics.project_velocity(x, xd)])
+        phi = lambda y: model.dynamics.phi(y) - offset
+        x = C.project_position(phi, x)
+        xd = C.project_velocity(phi, x, xd)
+    return jnp.concatenate([x, xd])
 
 
-def _on_manifold(model: KeyCLD, x, xd) -> np.ndarray:
-    """Constrained models: x onto Φ(x) = 0, ẋ onto its tangent space; [x, ẋ] (4K,)."""
-    return np.asarray(_project(model, jnp.asarray(x), jnp.asarray(xd)))
+def _offset(model: KeyCLD, offset) -> jnp.ndarray:
+    n = len(model.dynamics.phi(jnp.zeros(2 * model.num_keypoints)))
+    return jnp.zeros(n) if offset is None else jnp.asarray(offset, jnp.float32)
 
 
-def encode_central(model: KeyCLD, weights, frames_u8: np.ndarray) -> np.ndarray:
+def _on_manifold(model: KeyCLD, x, xd, offset=None) -> np.ndarray:
+    """Constrained models: x onto Φ(x) = c (c = ``offset``, default 0), ẋ onto its tangent
+    space; [x, ẋ] (4K,)."""
+    return np.asarray(_project(model, jnp.asarray(x), jnp.asarray(xd), _offset(model, offset)))
+
+
+def constraint_offset(model: KeyCLD, kp: np.ndarray) -> np.ndarray:
+    """The level c of Φ(x) = c that encoded keypoints kp (N, 2K) lie on: the median of Φ over
+    them, (C,); zeros for models without constraints.
+
+    The paper's lengths (DESIGN.md §4) need not match where the encoder puts a keypoint along a
+    link (measured: the acrobot's elbow sits 0.41 image units from the centre, not 0.3), and the
+    constrained dynamics conserve Φ at any level; projecting the env's states onto c keeps them
+    where the encoder, the potential and the renderer were trained.
+    """
+    if not model.dynamics.constrained:
+        return np.zeros(len(model.dynamics.phi(jnp.zeros(2 * model.num_keypoints))), np.float32)
+    residual = np.asarray(jax.vmap(model.dynamics.phi)(jnp.asarray(kp)))
+    return np.median(residual, axis=0).astype(np.float32)
+
+
+def encode_central(model: KeyCLD, weights, frames_u8: np.ndarray, offset=None) -> np.ndarray:
     """Three frames (3, 64, 64, 3) -> [x, ẋ] (4K,) at the middle frame (central difference),
-    projected onto the constraint manifold and its tangent space."""
+    projected onto Φ(x) = offset (default 0) and its tangent space."""
     kp = _encode(model, weights, jnp.asarray(frames_u8))
     x, xd = central_differences(kp, model.dt)
-    return _on_manifold(model, x[0], xd[0])
+    return _on_manifold(model, x[0], xd[0], offset)
 
 
 def encode_keypoints(model: KeyCLD, weights, frames_u8: np.ndarray) -> np.ndarray:
@@ -60,7 +83,7 @@ def encode_keypoints(model: KeyCLD, weights, frames_u8: np.ndarray) -> np.ndarra
     return np.asarray(_encode(model, weights, jnp.asarray(frames_u8)))
 
 
-def backward_state(model: KeyCLD, kp: np.ndarray) -> np.ndarray:
+def backward_state(model: KeyCLD, kp: np.ndarray, offset=None) -> np.ndarray:
     """Keypoints of the last three frames (3, 2K), oldest first -> [x, ẋ] (4K,) at the newest.
 
     ẋ is the second-order backward difference (3x_t − 4x_{t−1} + x_{t−2}) / 2dt; both are
@@ -68,13 +91,25 @@ def backward_state(model: KeyCLD, kp: np.ndarray) -> np.ndarray:
     system can use it.
     """
     kp = jnp.asarray(kp)
-    return _on_manifold(model, kp[2], (3 * kp[2] - 4 * kp[1] + kp[0]) / (2 * model.dt))
+    return _on_manifold(model, kp[2], (3 * kp[2] - 4 * kp[1] + kp[0]) / (2 * model.dt), offset)
 
 
-def encode_backward(model: KeyCLD, weights, frames_u8: np.ndarray) -> np.ndarray:
+def encode_backward(model: KeyCLD, weights, frames_u8: np.ndarray, offset=None) -> np.ndarray:
     """Last three frames (3, 64, 64, 3), oldest first -> [x, ẋ] (4K,) at the newest frame
     (``backward_state`` of their keypoints)."""
-    return backward_state(model, encode_keypoints(model, weights, frames_u8))
+    return backward_state(model, encode_keypoints(model, weights, frames_u8), offset)
+
+
+def pose_keypoints(system: str, params: EnvParams, qpos) -> np.ndarray:
+    """x (2K,): the encoder's keypoints of the real system rendered at rest at ``qpos``,
+    projected onto the params' manifold Φ(x) = c (e.g. the goal x* of a controller)."""
+    from keycld.tasks import load_task, render, set_state
+
+    physics = load_task(system).physics
+    set_state(physics, np.asarray(qpos, float), np.zeros(physics.model.nv))
+    frame = render(physics)
+    state = encode_central(params.model, params.weights, np.stack([frame] * 3), params.constraint_offset)
+    return state[: state.shape[0] // 2]
 
 
 def initial_frames(system: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -96,16 +131,33 @@ def initial_frames(system: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.n
     return np.stack(frames), qpos, qvel
 
 
+OFFSET_SEEDS = range(16)  # real resets whose encoded frames fix a model's constraint offset
+
+
 def build_bank(system: str, model: KeyCLD, weights, size: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Encoded initial states of ``size`` real resets (seeds seed … seed+size−1)."""
-    states, qpos, qvel = [], [], []
-    for i in range(size):
-        frames, q, v = initial_frames(system, seed + i)
-        states.append(encode_central(model, weights, frames))
-        qpos.append(q)
-        qvel.append(v)
-    return {"states": np.stack(states).astype(np.float32), "qpos": np.stack(qpos), "qvel": np.stack(qvel),
-            "seeds": np.arange(seed, seed + size)}
+    """Encoded initial states of ``size`` real resets (seeds seed … seed+size−1).
+
+    ``constraint_offset`` (C,) is the median Φ of the encoded keypoints of the three frames of
+    the resets with seeds ``OFFSET_SEEDS`` (the same whatever the bank's size and seed);
+    ``states`` (size, 4K) are projected onto Φ(x) = constraint_offset.
+    """
+    rendered = {}
+
+    def keypoints(s):
+        if s not in rendered:
+            frames, q, v = initial_frames(system, s)
+            rendered[s] = (encode_keypoints(model, weights, frames), q, v)
+        return rendered[s]
+
+    seeds = list(range(seed, seed + size))
+    kps = [keypoints(s) for s in seeds]
+    offset = constraint_offset(model, np.concatenate([keypoints(s)[0] for s in OFFSET_SEEDS]))
+    states = []
+    for kp, _, _ in kps:
+        x, xd = central_differences(jnp.asarray(kp), model.dt)
+        states.append(_on_manifold(model, x[0], xd[0], offset))
+    return {"states": np.stack(states).astype(np.float32), "qpos": np.stack([k[1] for k in kps]),
+            "qvel": np.stack([k[2] for k in kps]), "seeds": np.asarray(seeds), "constraint_offset": offset}
 
 
 def weights_file(run_dir: Path) -> Path:
@@ -146,15 +198,11 @@ def load_bank(run_dir: Path, system: str, model: KeyCLD, weights, size: int, see
 
 
 def load_model_params(system: str, checkpoint: str | os.PathLike | None = None) -> EnvParams:
-    """EnvParams of a run directory (default: the shipped model) with an empty reset bank:
-    for encoders and controllers that never reset a learned env."""
-    from keycld.train import load_model
-
-    run_dir = Path(checkpoint) if checkpoint is not None else default_checkpoint(system)
-    model, weights, cfg = load_model(run_dir)
-    if cfg.environment != system:
-        raise ValueError(f"checkpoint {run_dir} is a {cfg.environment!r} model, not {system!r}")
-    return EnvParams(weights=weights, bank=jnp.zeros((1, 4 * model.num_keypoints)), model=model)
+    """EnvParams of a run directory (default: the shipped model) with an empty reset bank, for
+    encoders and controllers that never reset a learned env. The constraint offset comes from
+    the run's cached bank (built and cached once if missing)."""
+    params, _ = load_env_params(system, checkpoint)
+    return params.replace(bank=jnp.zeros((1, 2 * params.dim)))
 
 
 def load_env_params(system: str, checkpoint: str | os.PathLike | None = None, integrator: str = "rk4",
@@ -174,6 +222,6 @@ def load_env_params(system: str, checkpoint: str | os.PathLike | None = None, in
         raise ValueError(f"checkpoint {run_dir} is a {cfg.environment!r} model, not {system!r}")
     bank = load_bank(run_dir, system, model, weights, bank_size, bank_seed)
     params = EnvParams(weights=weights, bank=jnp.asarray(bank["states"]), model=model,
-                       integrator=integrator, substeps=substeps,
-                       action_scale=2.0)
+                       integrator=integrator, substeps=substeps, action_scale=2.0,
+                       constraint_offset=jnp.asarray(bank["constraint_offset"]))
     return params, bank

@@ -220,3 +220,24 @@ def test_shipped_pendulum_model_works_out_of_the_box():
     assert env.observation_space.contains(obs)
     obs, *_ = env.step(env.action_space.sample())
     assert np.all(np.isfinite(obs))
+
+
+def test_constraint_offset_fixes_the_manifold_of_the_env(checkpoints):
+    """The env's states lie on Φ(x) = c, c the median Φ of encoded real frames, whatever the
+    bank's size; the keypoint controllers' goal lies on the same manifold."""
+    from agents.energy_shaping import goal_keypoints
+    from keycld_gym.loading import load_env_params
+
+    small, _ = load_env_params("cartpole", checkpoints["cartpole"], bank_size=2)
+    large, bank = load_env_params("cartpole", checkpoints["cartpole"], bank_size=5, bank_seed=3)
+    np.testing.assert_array_equal(np.asarray(small.constraint_offset), np.asarray(large.constraint_offset))
+    phi = large.model.dynamics.phi
+    c = np.asarray(large.constraint_offset)
+    for s in bank["states"]:
+        np.testing.assert_allclose(np.asarray(phi(jnp.asarray(s[:4]))), c, atol=1e-4)
+    env = _make("cartpole", checkpoints)
+    obs, _ = env.reset(seed=0)
+    for _ in range(5):
+        obs, *_ = env.step(env.action_space.sample())
+    np.testing.assert_allclose(np.asarray(phi(jnp.asarray(obs[:4]))), c, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(phi(jnp.asarray(goal_keypoints("cartpole", large)))), c, atol=1e-3)

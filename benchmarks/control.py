@@ -40,6 +40,13 @@ def _row_key(row: dict) -> tuple[str, str]:
     return row["system"], row["agent"]
 
 
+def _order(row: dict) -> tuple:
+    """Table order: system, then fully actuated before underactuated, then agent as in AGENTS."""
+    agent = row["agent"].replace(" (underactuated)", "")
+    return (ENVIRONMENTS.index(row["system"]), row["agent"].endswith("(underactuated)"),
+            AGENTS.index(agent) if agent in AGENTS else len(AGENTS))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--systems", default=",".join(ENVIRONMENTS))
@@ -91,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         old = json.loads((RESULTS / "control.json").read_text())["rows"]
         new_keys = {_row_key(r) for r in rows}
         rows = [r for r in old if _row_key(r) not in new_keys] + rows
+    rows.sort(key=_order)
     table = []
     for r in rows:
         if "missing" in r:
@@ -101,8 +109,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['return_mean']:.0f} ± {r['return_std']:.0f}", up, f"{r['act_time_median_ms']:.2f}"])
     notes = ("Real simulation (MuJoCo, the paper's physics); success = the task's sparse reward on every "
              "step of the final second. Learned-model agents see only 64×64 frames through the encoder. "
-             f"Command: `python benchmarks/control.py {' '.join(argv if argv is not None else sys.argv[1:])}`. "
-             "Best/worst GIFs per row under results/control/.")
+             f"Last command: `python benchmarks/control.py {' '.join(argv if argv is not None else sys.argv[1:])}`"
+             + (" (merged with the rows of earlier runs)" if args.merge else "") + ". "
+             "Each row's details, command-independent, are in results/control/<agent>-<system>/results.json "
+             "with its best/worst GIFs.")
     md = write_results("control", {"machine": machine(), "rows": rows}, table, HEADER, notes)
     print(md.read_text())
     return 0

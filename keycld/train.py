@@ -62,6 +62,22 @@ def init_state(cfg: TrainConfig, model: KeyCLD) -> TrainState:
     return TrainState(params, make_optimizer(cfg).init(params), jnp.zeros((), jnp.int32))
 
 
+def initial_state(cfg: TrainConfig, model: KeyCLD) -> TrainState:
+    """``init_state``, with the weights of ``cfg.init_from`` when it is set (fresh optimiser)."""
+    state = init_state(cfg, model)
+    if cfg.init_from is None:
+        return state
+    source = Path(cfg.init_from)
+    _, params, source_cfg = load_model(source)
+    if (source_cfg.model, source_cfg.num_hidden_dim, source_cfg.environment) != (cfg.model, cfg.num_hidden_dim,
+                                                                                cfg.environment):
+        raise ValueError(
+            f"init_from {source}: a {source_cfg.model} {source_cfg.environment} model with "
+            f"num_hidden_dim {source_cfg.num_hidden_dim}; this run needs {cfg.model} {cfg.environment} "
+            f"with num_hidden_dim {cfg.num_hidden_dim}")
+    return TrainState(params, make_optimizer(cfg).init(params), state.step)
+
+
 def make_train_step(cfg: TrainConfig, model: KeyCLD):
     """Return ``train_step(state, frames (B,T,64,64,3) uint8, actions (B,A)) -> (state, metrics)``."""
     tx = make_optimizer(cfg)
@@ -165,7 +181,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, ca
         if (run_dir / checkpoint.CHECKPOINT).exists():
             raise FileExistsError(f"{run_dir} already holds a run; use --resume or another --out")
         cfg.save(run_dir / "config.json")
-        state, start_epoch, wall = init_state(cfg, model), 0, 0.0
+        state, start_epoch, wall = initial_state(cfg, model), 0, 0.0
         if metrics_path.exists():
             metrics_path.unlink()
 

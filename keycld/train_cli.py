@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from keycld.config import MODELS, PRESETS, TrainConfig
+from keycld.config import MODELS, PRESETS, TrainConfig, preset_fields
 
 
 def _str2bool(text: str) -> bool:
@@ -48,6 +48,8 @@ def add_train_args(p: argparse.ArgumentParser, model_choice: bool = True) -> Non
     p.add_argument("--preset", choices=tuple(PRESETS), default=None,
                    help="'paper' = the paper's configuration (default); 'cpu' = h=16, 10 epochs (under 1 h on 2 cores)")
     p.add_argument("--out", default=None, help="run directory (default runs/MODEL-ENV-INIT-CONTROL-sSEED)")
+    p.add_argument("--init_from", default=None, metavar="RUN_DIR",
+                   help="start from the weights of another run (fine-tuning with new settings)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument("--cache_dir", default=None)
     p.add_argument("--wandb", action="store_true", help="log to Weights & Biases (WANDB_MODE=offline works)")
@@ -61,7 +63,7 @@ def config_from_args(args, parser, model: str | None = None) -> TrainConfig:
         fields["model"] = model
     if args.environment is None:
         parser.error("--environment is required (allowed: pendulum, cartpole, acrobot) unless --resume is given")
-    preset = PRESETS[args.preset] if args.preset else {}
+    preset = preset_fields(args.preset, args.environment) if args.preset else {}
     merged = {**preset, **fields}
     try:
         return TrainConfig(**merged)

@@ -176,3 +176,34 @@ def test_constraint_weight_enters_the_loss(tiny_cache):
         float(terms[0.0]["loss"]) + 100.0 * float(terms[100.0]["constraint"]), rel=1e-5)
     with pytest.raises(ValueError, match="constraint_weight"):
         TrainConfig(**TINY, constraint_weight=-1.0)
+
+
+def test_cpu_preset_keeps_the_loss_horizon_in_seconds():
+    """--preset cpu predicts 0.08 s in the dynamics loss: 4 pendulum steps, 8 cartpole/acrobot steps."""
+    from keycld.config import preset_fields
+    from keycld.tasks import TASK_SPECS
+
+    for env in ("pendulum", "cartpole", "acrobot"):
+        fields = preset_fields("cpu", env)
+        assert fields["num_predicted_steps"] * TASK_SPECS[env].dt == pytest.approx(0.08)
+        TrainConfig(environment=env, **fields)  # a valid configuration
+    assert preset_fields("paper", "cartpole") == {}
+    with pytest.raises(ValueError, match="preset"):
+        preset_fields("gpu", "pendulum")
+
+
+def test_init_from_starts_with_the_source_weights(tiny_cache, tmp_path):
+    """--init_from: a new run whose first weights are another run's, with a fresh optimiser."""
+    cfg = TrainConfig(**TINY, num_epochs=1, max_steps_per_epoch=2)
+    T.train(cfg, tmp_path / "source", cache_dir=tiny_cache, progress=False, gif=False, validate=False)
+    tuned = TrainConfig(**{**TINY, "num_predicted_steps": 3}, init_from=str(tmp_path / "source"))
+    state = T.initial_state(tuned, KeyCLD.from_config(tuned))
+    for a, b in zip(_params(tmp_path / "source"), jax.tree_util.tree_leaves(state.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert int(state.step) == 0
+    fresh = T.init_state(tuned, KeyCLD.from_config(tuned))
+    assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
+               zip(jax.tree_util.tree_leaves(fresh.params), jax.tree_util.tree_leaves(state.params)))
+    wider = TrainConfig(**{**TINY, "num_hidden_dim": 16}, init_from=str(tmp_path / "source"))
+    with pytest.raises(ValueError, match="num_hidden_dim 8"):
+        T.initial_state(wider, KeyCLD.from_config(wider))

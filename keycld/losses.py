@@ -11,11 +11,11 @@ total = reconstruction + dynamics_weight · dynamics + bce_weight · BCE
   averaged over pixels, keypoints and frames (heatmap models only);
 * constraint (not in the paper; 0 unless ``constraint_weight`` > 0, constrained models only):
   the mean over frames and constraints of Φ(x_t)² of the encoded keypoints. The constrained
-  dynamics conserve Φ whatever its value, so without this term nothing but the random
-  initialisation decides which keypoint is which: a CPU-preset cartpole run put keypoint 1
-  (the cart, y₁ = 0) on the pole's tip. With it, the encoder places the keypoints on the
-  paper's manifold (the lengths of DESIGN.md §4 are points on the links: the cartpole pole's
-  tip is 0.44 image units from the cart, the acrobot's links 0.40 long).
+  dynamics conserve Φ whatever its value, so nothing but the data and the initialisation decides
+  which keypoint is which; this term is an experiment in making the constraints pick the order.
+  Measured on the CPU-preset cartpole (benchmarks/results/cpu_preset_cartpole/): weights 10 and
+  100 parked one keypoint at a static point that meets Φ = 0 instead of tracking the pole, so no
+  preset uses it.
 """
 from __future__ import annotations
 

@@ -33,8 +33,7 @@ def add_train_args(p: argparse.ArgumentParser, model_choice: bool = True) -> Non
     p.add_argument("--dynamics_weight", type=float, default=None)
     p.add_argument("--bce_weight", type=float, default=None)
     p.add_argument("--constraint_weight", type=float, default=None,
-                   help="weight of the constraint term, mean Φ² of the encoded keypoints (not in the paper; default 0, "
-                        "preset cpu 10)")
+                   help="weight of the constraint term, mean Φ² of the encoded keypoints (not in the paper; default 0)")
     p.add_argument("--solver", choices=SOLVERS, default=None)
     p.add_argument("--learning_rate", type=float, default=None)
     p.add_argument("--num_epochs", type=positive_int, default=None)

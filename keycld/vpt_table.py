@@ -43,6 +43,7 @@ class RunSummary:
     preset: str | None
     wall_time_s: float | None
     path: Path
+    prior_epochs: int = 0  # epochs of the run(s) this one was started from (--init_from)
 
     @property
     def budget(self) -> tuple:
@@ -89,13 +90,34 @@ def summarize_run(run_dir: Path, init_mode: str = "random") -> RunSummary | None
     epochs = last.get("epoch", vpt.get("epochs", planned))
     steps = last.get("step", vpt.get("steps"))
     wall = last.get("wall_time_s", vpt.get("train_wall_time_s"))
+    prior = _prior_budget(cfg.get("init_from"), run_dir)
+    if prior is not None:  # a fine-tuned run: its budget includes its source's
+        steps = None if steps is None or prior.steps is None else steps + prior.steps
+        wall = None if wall is None or prior.wall_time_s is None else wall + prior.wall_time_s
     return RunSummary(
         model=cfg["model"], environment=cfg["environment"], control=cfg["control"],
         mean=float(vpt["mean"]), std=float(vpt["std"]), median=float(vpt["median"]),
         heldout_mean=float(held["mean"]) if held else None, heldout_std=float(held["std"]) if held else None,
         epochs=int(epochs), planned_epochs=planned, steps=None if steps is None else int(steps),
         hidden_dim=int(cfg.get("num_hidden_dim", 32)), preset=cfg.get("preset"),
-        wall_time_s=None if wall is None else float(wall), path=run_dir)
+        wall_time_s=None if wall is None else float(wall), path=run_dir,
+        prior_epochs=0 if prior is None else prior.epochs + prior.prior_epochs)
+
+
+def _prior_budget(init_from: str | None, run_dir: Path) -> RunSummary | None:
+    """The summary of the run ``init_from`` names (relative paths: from the current directory,
+    the repository root or beside ``run_dir``), or None when there is none to be found."""
+    if not init_from:
+        return None
+    here = Path(__file__).resolve().parent.parent
+    for base in (Path.cwd(), here, run_dir.parent):
+        source = base / init_from
+        if source.resolve() != run_dir.resolve() and (source / "config.json").is_file():
+            try:
+                return summarize_run(source, _read_json(source / "config.json").get("init_mode", "random"))
+            except (ValueError, OSError):
+                return None
+    return None
 
 
 def _candidate_dirs(root: Path):
@@ -156,6 +178,8 @@ def format_cell(s: RunSummary | None) -> str:
     if s is None:
         return NOT_TRAINED
     ep = f"{s.epochs} ep" if s.epochs == s.planned_epochs else f"{s.epochs}/{s.planned_epochs} ep"
+    if s.prior_epochs:
+        ep = f"{s.prior_epochs}+{ep}"
     wall = _hours(s.wall_time_s) if s.wall_time_s is not None else "time n/a"
     return f"{s.mean:.1f} ± {s.std:.1f} (h{s.hidden_dim}, {ep}, {wall})"
 

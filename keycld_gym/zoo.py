@@ -58,9 +58,10 @@ def _vpt_line(v: dict | None) -> str:
 
 def model_card(info: dict, cfg: dict, vpt: dict | None, heldout: dict | None) -> str:
     """MODEL_CARD.md text from model.json's ``info``, the config and the VPT files."""
-    hyper = ", ".join(f"{k}={cfg[k]}" for k in ("model", "num_hidden_dim", "batch_size", "learning_rate",
-                                                 "dynamics_weight", "bce_weight", "solver",
-                                                 "num_predicted_steps", "num_epochs", "sigma", "seed"))
+    keys = ("model", "num_hidden_dim", "batch_size", "learning_rate", "dynamics_lr_factor", "dynamics_weight",
+            "bce_weight", "constraint_weight", "solver", "num_predicted_steps", "num_epochs", "sigma", "seed",
+            "init_from")
+    hyper = ", ".join(f"{k}={cfg[k]}" for k in keys if k in cfg)  # older configs lack the newer keys
     wall = info.get("training_wall_time_s")
     wall_text = f"{wall / 60:.0f} min" if wall else "not recorded"
     ratio = ""

@@ -214,8 +214,9 @@ def test_real_env_frames_are_distinct_arrays(checkpoints):
     assert not np.array_equal(frames[0], frames[2])
 
 
-def test_shipped_pendulum_model_works_out_of_the_box():
-    env = gym.make("KeyCLD-Pendulum-v0")
+@pytest.mark.parametrize("name", ["Pendulum", "Acrobot"])
+def test_shipped_model_works_out_of_the_box(name):
+    env = gym.make(f"KeyCLD-{name}-v0")
     obs, info = env.reset(seed=0)
     assert env.observation_space.contains(obs)
     obs, *_ = env.step(env.action_space.sample())

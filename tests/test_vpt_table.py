@@ -143,3 +143,13 @@ def test_reproduce_writes_the_delegated_table(tmp_path, capsys):
     table = cells(text)
     assert table["acrobot / yes"]["FC"] == "37.0 ± 0.0 (h16, 1 ep, 1.6 h)"
     assert "`fc-acrobot-random-yes`" in text
+
+
+def test_fine_tuned_run_counts_its_source_budget(tmp_path):
+    """A run started with --init_from outranks its source and reports both budgets (5+3 ep)."""
+    source = fake_run(tmp_path / "root" / "first", environment="acrobot", mean=20.9, epochs=5, wall=3600.0)
+    fake_run(tmp_path / "root" / "tuned", environment="acrobot", mean=35.9, epochs=3, wall=1800.0,
+             init_from=str(source))
+    md = render_table(collect_runs([tmp_path / "root"]))
+    cell = cells(md)["acrobot / yes"]["KeyCLD"]
+    assert cell.startswith("35.9 ± ") and "5+3 ep" in cell and "1.5 h" in cell, cell

@@ -44,9 +44,12 @@ def _project(model: KeyCLD, x, xd, offset):
     return jnp.concatenate([x, xd])
 
 
+def _num_constraints(model: KeyCLD) -> int:
+    return len(model.dynamics.phi(jnp.zeros(2 * model.num_keypoints)))
+
+
 def _offset(model: KeyCLD, offset) -> jnp.ndarray:
-    n = len(model.dynamics.phi(jnp.zeros(2 * model.num_keypoints)))
-    return jnp.zeros(n) if offset is None else jnp.asarray(offset, jnp.float32)
+    return jnp.zeros(_num_constraints(model)) if offset is None else jnp.asarray(offset, jnp.float32)
 
 
 def _on_manifold(model: KeyCLD, x, xd, offset=None) -> np.ndarray:
@@ -65,7 +68,7 @@ def constraint_offset(model: KeyCLD, kp: np.ndarray) -> np.ndarray:
     where the encoder, the potential and the renderer were trained.
     """
     if not model.dynamics.constrained:
-        return np.zeros(len(model.dynamics.phi(jnp.zeros(2 * model.num_keypoints))), np.float32)
+        return np.zeros(_num_constraints(model), np.float32)
     residual = np.asarray(jax.vmap(model.dynamics.phi)(jnp.asarray(kp)))
     return np.median(residual, axis=0).astype(np.float32)
 

@@ -98,19 +98,14 @@ def reset(key: jax.Array, params: EnvParams) -> EnvState:
 
 def manifold(params: EnvParams) -> C.Constraint:
     """x ↦ Φ(x) − c: the constraint whose zero set the learned env's states lie on."""
-    phi = params.model.dynamics.phi
-    if params.constraint_offset is None:
-        return phi
-    return lambda x: phi(x) - params.constraint_offset
+    return C.shifted(params.model.dynamics.phi, params.constraint_offset)
 
 
 def project(x: jnp.ndarray, xd: jnp.ndarray, params: EnvParams) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Back onto Φ(x) = c and its tangent space (constrained models only)."""
     if not params.model.dynamics.constrained:
         return x, xd
-    phi = manifold(params)
-    x = C.project_position(phi, x)
-    return x, C.project_velocity(phi, x, xd)
+    return C.project_state(manifold(params), x, xd)
 
 
 def energy(state: EnvState, params: EnvParams) -> jnp.ndarray:

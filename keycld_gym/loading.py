@@ -38,9 +38,7 @@ def _encode(model: KeyCLD, weights, frames_u8: jnp.ndarray) -> jnp.ndarray:
 @partial(jax.jit, static_argnums=0)
 def _project(model: KeyCLD, x, xd, offset):
     if model.dynamics.constrained:
-        phi = lambda y: model.dynamics.phi(y) - offset
-        x = C.project_position(phi, x)
-        xd = C.project_velocity(phi, x, xd)
+        x, xd = C.project_state(C.shifted(model.dynamics.phi, offset), x, xd)
     return jnp.concatenate([x, xd])
 
 

@@ -65,6 +65,19 @@ def project_velocity(phi: Constraint, x: jnp.ndarray, xd: jnp.ndarray) -> jnp.nd
     return xd - d.T @ gram_solve(d @ d.T, d @ xd)
 
 
+def shifted(phi: Constraint, offset: jnp.ndarray | None) -> Constraint:
+    """x ↦ Φ(x) − c, the constraint of the level set Φ(x) = c (``phi`` itself for c = None)."""
+    if offset is None:
+        return phi
+    return lambda x: phi(x) - offset
+
+
+def project_state(phi: Constraint, x: jnp.ndarray, xd: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """x onto Φ(x) = 0 (``project_position``), then ẋ onto its tangent space there."""
+    x = project_position(phi, x)
+    return x, project_velocity(phi, x, xd)
+
+
 def project_position(phi: Constraint, x: jnp.ndarray, iterations: int = 3) -> jnp.ndarray:
     """Gauss–Newton steps x ← x − D⁺ Φ(x) back onto Φ(x) = 0 (minimal-norm correction)."""
     def body(_, y):

@@ -182,12 +182,16 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, ca
             raise FileExistsError(f"{run_dir} already holds a run; use --resume or another --out")
         cfg.save(run_dir / "config.json")
         state, start_epoch, wall = initial_state(cfg, model), 0, 0.0
+        if cfg.init_from is not None:  # the source's budget, kept with the run (vpt_table.run_budget)
+            from keycld.vpt_table import INIT_FROM_FILE, run_budget
+            write_json(run_dir / INIT_FROM_FILE, run_budget(cfg.init_from))
         if metrics_path.exists():
             metrics_path.unlink()
 
     data = load_dataset(cfg.dataset_config(), cache_dir=cache_dir, progress=progress, workers=workers)
     train_set, val_set = data.split("train"), data.split("val")
     train_step = make_train_step(cfg, model)
+    device = jax.devices()[0].device_kind  # hardware of each epoch, for the model card
     last: dict = {}
     vpt = None  # validation VPT of the latest epoch trained in this call
     for epoch in range(start_epoch, cfg.num_epochs):
@@ -211,7 +215,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, ca
         train_time = time.perf_counter() - t0
         wall += train_time
         record = {"epoch": epoch + 1, "step": int(state.step), "train_time_s": train_time,
-                  "wall_time_s": wall, **{f"train/{k}": v / len(order) for k, v in sums.items()}}
+                  "wall_time_s": wall, "device": device, **{f"train/{k}": v / len(order) for k, v in sums.items()}}
         if validate and len(val_set):
             vpt = evaluate_vpt(model, state.params, val_set)
             record.update({f"val/vpt_{k}": vpt[k] for k in ("mean", "std", "median")})

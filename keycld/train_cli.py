@@ -36,6 +36,8 @@ def add_train_args(p: argparse.ArgumentParser, model_choice: bool = True) -> Non
                    help="weight of the constraint term, mean Φ² of the encoded keypoints (not in the paper; default 0)")
     p.add_argument("--solver", choices=SOLVERS, default=None)
     p.add_argument("--learning_rate", type=float, default=None)
+    p.add_argument("--dynamics_lr_factor", type=float, default=None,
+                   help=f"the dynamics networks' learning rate / learning_rate (paper {d.dynamics_lr_factor})")
     p.add_argument("--num_epochs", type=positive_int, default=None)
     p.add_argument("--num_hidden_dim", type=positive_int, default=None)
     p.add_argument("--num_predicted_steps", type=positive_int, default=None)

@@ -44,6 +44,7 @@ class RunSummary:
     wall_time_s: float | None
     path: Path
     prior_epochs: int = 0  # epochs of the run(s) this one was started from (--init_from)
+    device: str | None = None  # hardware of the last epoch (metrics.jsonl "device"), None if not recorded
 
     @property
     def budget(self) -> tuple:
@@ -90,10 +91,10 @@ def summarize_run(run_dir: Path, init_mode: str = "random") -> RunSummary | None
     epochs = last.get("epoch", vpt.get("epochs", planned))
     steps = last.get("step", vpt.get("steps"))
     wall = last.get("wall_time_s", vpt.get("train_wall_time_s"))
-    prior = _prior_budget(cfg.get("init_from"), run_dir)
+    prior = prior_budget(cfg.get("init_from"), run_dir)
     if prior is not None:  # a fine-tuned run: its budget includes its source's
-        steps = None if steps is None or prior.steps is None else steps + prior.steps
-        wall = None if wall is None or prior.wall_time_s is None else wall + prior.wall_time_s
+        steps = None if steps is None or prior["steps"] is None else steps + prior["steps"]
+        wall = None if wall is None or prior["wall_time_s"] is None else wall + prior["wall_time_s"]
     return RunSummary(
         model=cfg["model"], environment=cfg["environment"], control=cfg["control"],
         mean=float(vpt["mean"]), std=float(vpt["std"]), median=float(vpt["median"]),
@@ -101,22 +102,44 @@ def summarize_run(run_dir: Path, init_mode: str = "random") -> RunSummary | None
         epochs=int(epochs), planned_epochs=planned, steps=None if steps is None else int(steps),
         hidden_dim=int(cfg.get("num_hidden_dim", 32)), preset=cfg.get("preset"),
         wall_time_s=None if wall is None else float(wall), path=run_dir,
-        prior_epochs=0 if prior is None else prior.epochs + prior.prior_epochs)
+        prior_epochs=0 if prior is None else prior["epochs"], device=last.get("device"))
 
 
-def _prior_budget(init_from: str | None, run_dir: Path) -> RunSummary | None:
-    """The summary of the run ``init_from`` names (relative paths: from the current directory,
-    the repository root or beside ``run_dir``), or None when there is none to be found."""
+INIT_FROM_FILE = "init_from.json"
+
+
+def run_budget(run_dir: str | os.PathLike) -> dict:
+    """What a run directory was trained for, its sources' budgets included (``--init_from``):
+    {"source", "epochs", "steps", "wall_time_s"} (None where unknown), from ``metrics.jsonl``
+    and the run's own ``init_from.json``. Fine-tuning writes this as the new run's
+    ``init_from.json``, so the budget survives when the source directory is gone."""
+    run_dir = Path(run_dir)
+    last = _last_metrics(run_dir / "metrics.jsonl") or {}
+    budget = {"source": str(run_dir), "epochs": last.get("epoch", 0), "steps": last.get("step"),
+              "wall_time_s": last.get("wall_time_s")}
+    cfg_path = run_dir / "config.json"
+    init_from = _read_json(cfg_path).get("init_from") if cfg_path.is_file() else None
+    prior = prior_budget(init_from, run_dir)
+    if prior is not None:
+        budget["epochs"] += prior["epochs"]
+        for k in ("steps", "wall_time_s"):
+            budget[k] = None if budget[k] is None or prior[k] is None else budget[k] + prior[k]
+    return budget
+
+
+def prior_budget(init_from: str | None, run_dir: Path) -> dict | None:
+    """The budget (``run_budget``) of the run a fine-tuned ``run_dir`` started from: its
+    ``init_from.json`` if present, else the source directory itself (relative paths: from the
+    current directory, the repository root or beside ``run_dir``); None when there is none."""
     if not init_from:
         return None
+    if (Path(run_dir) / INIT_FROM_FILE).is_file():
+        return _read_json(Path(run_dir) / INIT_FROM_FILE)
     here = Path(__file__).resolve().parent.parent
     for base in (Path.cwd(), here, run_dir.parent):
         source = base / init_from
-        if source.resolve() != run_dir.resolve() and (source / "config.json").is_file():
-            try:
-                return summarize_run(source, _read_json(source / "config.json").get("init_mode", "random"))
-            except (ValueError, OSError):
-                return None
+        if source.resolve() != run_dir.resolve() and (source / "metrics.jsonl").is_file():
+            return run_budget(source)
     return None
 
 
@@ -213,6 +236,8 @@ def render_table(summaries: dict[tuple[str, str, str], RunSummary], base: Path |
             extra.append(f"{s.steps} steps")
         if s.preset:
             extra.append(f"preset {s.preset}")
+        if s.device:
+            extra.append(f"on {s.device}")
         lines.append(f"- {env} / {control}, {MODEL_LABELS[m]}: `{_rel(s.path, base)}` ({', '.join(extra)})")
     if not used:
         lines.append("- none yet")

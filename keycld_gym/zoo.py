@@ -7,6 +7,7 @@ An exported model directory (``keycld_gym/models/<system>/`` for the shipped one
     reset_bank.npz     the bank of encoded initial states (keyed by the weights' SHA-256)
     vpt.json           VPT on the 50 validation runs; vpt_heldout.json on seeds 1000–1049
     metrics.jsonl      the run's per-epoch metrics
+    init_from.json     for a fine-tuned run: the budget of the run it started from
     model.json         format version, source run, hardware, training wall time, notes
     MODEL_CARD.md      the same facts for people
 
@@ -48,6 +49,12 @@ def _metrics(run_dir: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _trained_on(metrics: list[dict]) -> str | None:
+    """The devices a run's epochs recorded (``metrics.jsonl`` field ``device``), in order of use."""
+    devices = list(dict.fromkeys(m["device"] for m in metrics if m.get("device")))
+    return " then ".join(devices) or None
 
 
 def _vpt_line(v: dict | None) -> str:
@@ -108,14 +115,14 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, har
     try:
         cfg.save(tmp / "config.json")
         checkpoint.save(tmp / checkpoint.PARAMS, weights)
-        for name in ("vpt.json", "vpt_heldout.json", "metrics.jsonl"):
+        for name in ("vpt.json", "vpt_heldout.json", "metrics.jsonl", "init_from.json"):
             if (run_dir / name).exists():
                 shutil.copy2(run_dir / name, tmp / name)
         load_bank(tmp, cfg.environment, model, weights, bank_size)
         metrics = _metrics(run_dir)
         info = {"format_version": FORMAT_VERSION, "system": cfg.environment,
                 "source_run": str(run_dir), "exported_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                "hardware": hardware or hardware_description(),
+                "hardware": hardware or _trained_on(metrics) or hardware_description(),
                 "epochs": metrics[-1]["epoch"] if metrics else None,
                 "training_wall_time_s": metrics[-1].get("wall_time_s") if metrics else None,
                 "bank_size": bank_size, "notes": notes}

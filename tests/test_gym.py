@@ -1,5 +1,6 @@
 """keycld_gym: checker-clean environments, determinism, invariants, vector env, rewards."""
 import warnings
+from pathlib import Path
 
 import gymnasium as gym
 import jax
@@ -179,6 +180,18 @@ def test_keypoint_rewards_match_dm_control():
             assert got == pytest.approx(expected, abs=1e-4), (system, q, v)
 
 
+def test_model_card_hardware_comes_from_the_epochs(checkpoints):
+    """Every epoch records its device; export names them (a run resumed elsewhere lists both)."""
+    import jax
+
+    from keycld_gym.zoo import _metrics, _trained_on
+
+    metrics = _metrics(Path(checkpoints["pendulum"]))
+    assert metrics and all(m["device"] == jax.devices()[0].device_kind for m in metrics)
+    assert _trained_on([{"device": "NVIDIA H200"}, {"device": "NVIDIA H200"}, {"device": "cpu"}]) == "NVIDIA H200 then cpu"
+    assert _trained_on([{"epoch": 1}]) is None
+
+
 def test_exported_model_loads_without_rebuilding_the_bank(checkpoints, tmp_path, monkeypatch):
     """`keycld export`: a small params-only directory whose bank the envs reuse as is."""
     from keycld_gym import loading
@@ -214,13 +227,29 @@ def test_real_env_frames_are_distinct_arrays(checkpoints):
     assert not np.array_equal(frames[0], frames[2])
 
 
-@pytest.mark.parametrize("name", ["Pendulum", "Acrobot"])
+@pytest.mark.parametrize("name", ["Pendulum", "Cartpole", "Acrobot"])
 def test_shipped_model_works_out_of_the_box(name):
     env = gym.make(f"KeyCLD-{name}-v0")
     obs, info = env.reset(seed=0)
     assert env.observation_space.contains(obs)
     obs, *_ = env.step(env.action_space.sample())
     assert np.all(np.isfinite(obs))
+
+
+def test_shipped_cartpole_keypoints_track_cart_and_pole_tip():
+    """Keypoint 1 of the shipped cartpole model sits on the cart (y = 0, moving with it) and
+    keypoint 2 at the pole's tip (above the cart when upright, below when hanging): a model
+    that tracks parts by height or parks a keypoint fails this, whatever its VPT."""
+    from keycld_gym.loading import load_env_params, pose_keypoints
+
+    params, _ = load_env_params("cartpole", bank_size=1)
+    up_left = pose_keypoints("cartpole", params, (-0.5, 0.0))  # (x1, y1, x2, y2), image units
+    down_right = pose_keypoints("cartpole", params, (0.5, np.pi))
+    for kp in (up_left, down_right):
+        assert abs(kp[1]) < 0.05, kp
+    assert down_right[0] - up_left[0] > 0.2, (up_left, down_right)  # the cart moved 1 m
+    assert up_left[3] - up_left[1] > 0.2 and down_right[3] - down_right[1] < -0.2, (up_left, down_right)
+    assert abs(up_left[2] - up_left[0]) < 0.1 and abs(down_right[2] - down_right[0]) < 0.1
 
 
 def test_constraint_offset_fixes_the_manifold_of_the_env(checkpoints):

@@ -192,6 +192,21 @@ def test_cpu_preset_keeps_the_loss_horizon_in_seconds():
         preset_fields("gpu", "pendulum")
 
 
+def test_explicit_flags_override_the_preset():
+    """An ablation at a shipped model's exact budget: --preset cpu with the older loss settings."""
+    from keycld.train_cli import config_from_args, script_parser
+
+    parser = script_parser("no_constraint")
+    args = parser.parse_args(["--environment", "acrobot", "--preset", "cpu", "--num_predicted_steps", "4",
+                              "--dynamics_lr_factor", "0.2"])
+    cfg = config_from_args(args, parser, "no_constraint")
+    assert (cfg.num_hidden_dim, cfg.num_epochs, cfg.num_predicted_steps, cfg.dynamics_lr_factor) == (16, 10, 4, 0.2)
+    args = parser.parse_args(["--environment", "acrobot", "--preset", "cpu"])
+    assert config_from_args(args, parser, "no_constraint").dynamics_lr_factor == 1.0
+    with pytest.raises(SystemExit):
+        config_from_args(parser.parse_args(["--environment", "acrobot", "--dynamics_lr_factor", "0"]), parser)
+
+
 def test_init_from_starts_with_the_source_weights(tiny_cache, tmp_path):
     """--init_from: a new run whose first weights are another run's, with a fresh optimiser."""
     cfg = TrainConfig(**TINY, num_epochs=1, max_steps_per_epoch=2)
@@ -207,3 +222,23 @@ def test_init_from_starts_with_the_source_weights(tiny_cache, tmp_path):
     wider = TrainConfig(**{**TINY, "num_hidden_dim": 16}, init_from=str(tmp_path / "source"))
     with pytest.raises(ValueError, match="num_hidden_dim 8"):
         T.initial_state(wider, KeyCLD.from_config(wider))
+
+
+def test_fine_tuned_budget_survives_without_its_source(tiny_cache, tmp_path):
+    """Fine-tuning writes the source's budget into init_from.json, so the table still counts it
+    once the source directory is gone (run directories are not committed; the results are)."""
+    import json
+    import shutil
+
+    from keycld.vpt_table import INIT_FROM_FILE, summarize_run
+
+    tiny = {**TINY, "max_steps_per_epoch": 2}
+    T.train(TrainConfig(**tiny, num_epochs=2), tmp_path / "source", cache_dir=tiny_cache, progress=False,
+            gif=False)
+    T.train(TrainConfig(**tiny, num_epochs=1, init_from=str(tmp_path / "source")), tmp_path / "tuned",
+            cache_dir=tiny_cache, progress=False, gif=False)
+    saved = json.loads((tmp_path / "tuned" / INIT_FROM_FILE).read_text())
+    assert (saved["epochs"], saved["steps"]) == (2, 4)
+    shutil.rmtree(tmp_path / "source")
+    s = summarize_run(tmp_path / "tuned")
+    assert (s.prior_epochs, s.epochs, s.steps) == (2, 1, 6)

@@ -93,8 +93,7 @@ def summarize_run(run_dir: Path, init_mode: str = "random") -> RunSummary | None
     wall = last.get("wall_time_s", vpt.get("train_wall_time_s"))
     prior = prior_budget(cfg.get("init_from"), run_dir)
     if prior is not None:  # a fine-tuned run: its budget includes its source's
-        steps = None if steps is None or prior["steps"] is None else steps + prior["steps"]
-        wall = None if wall is None or prior["wall_time_s"] is None else wall + prior["wall_time_s"]
+        steps, wall = _plus(steps, prior["steps"]), _plus(wall, prior["wall_time_s"])
     return RunSummary(
         model=cfg["model"], environment=cfg["environment"], control=cfg["control"],
         mean=float(vpt["mean"]), std=float(vpt["std"]), median=float(vpt["median"]),
@@ -123,8 +122,13 @@ def run_budget(run_dir: str | os.PathLike) -> dict:
     if prior is not None:
         budget["epochs"] += prior["epochs"]
         for k in ("steps", "wall_time_s"):
-            budget[k] = None if budget[k] is None or prior[k] is None else budget[k] + prior[k]
+            budget[k] = _plus(budget[k], prior[k])
     return budget
+
+
+def _plus(a, b):
+    """a + b, or None when either is unknown."""
+    return None if a is None or b is None else a + b
 
 
 def prior_budget(init_from: str | None, run_dir: Path) -> dict | None:

@@ -102,6 +102,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, har
     from keycld import checkpoint
     from keycld.config import TrainConfig
     from keycld.train import load_model
+    from keycld.vpt_table import INIT_FROM_FILE
     from keycld_gym.loading import load_bank
 
     run_dir = Path(run_dir)
@@ -115,7 +116,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, har
     try:
         cfg.save(tmp / "config.json")
         checkpoint.save(tmp / checkpoint.PARAMS, weights)
-        for name in ("vpt.json", "vpt_heldout.json", "metrics.jsonl", "init_from.json"):
+        for name in ("vpt.json", "vpt_heldout.json", "metrics.jsonl", INIT_FROM_FILE):
             if (run_dir / name).exists():
                 shutil.copy2(run_dir / name, tmp / name)
         load_bank(tmp, cfg.environment, model, weights, bank_size)

@@ -182,8 +182,6 @@ def test_keypoint_rewards_match_dm_control():
 
 def test_model_card_hardware_comes_from_the_epochs(checkpoints):
     """Every epoch records its device; export names them (a run resumed elsewhere lists both)."""
-    import jax
-
     from keycld_gym.zoo import _metrics, _trained_on
 
     metrics = _metrics(Path(checkpoints["pendulum"]))

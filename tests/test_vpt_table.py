@@ -153,4 +153,3 @@ def test_fine_tuned_run_counts_its_source_budget(tmp_path):
     md = render_table(collect_runs([tmp_path / "root"]))
     cell = cells(md)["acrobot / yes"]["KeyCLD"]
     assert cell.startswith("35.9 ± ") and "5+3 ep" in cell and "1.5 h" in cell, cell
-

@@ -69,8 +69,10 @@ class EpisodeResult:
         seed: reset seed. ret: sum of the env's (dm_control) rewards. success: sparse reward held
         on every step of the final second. swing_up_time: seconds until the sparse reward holds
         for the rest of the episode (None without success). steps: control steps taken.
-        act_time_ms: median wall time of ``agent.act`` per step. frames: (T, 64, 64, 3) uint8
-        when recorded, else None. sparse: (T,) bool.
+        act_time_ms: median wall time of ``agent.act`` per step. plan_time_ms: median wall time
+        of the steps that planned (agents with ``plan_times_ms``, e.g. a dual-mode planner whose
+        LQR acts near the goal), else None. frames: (T, 64, 64, 3) uint8 when recorded, else
+        None. sparse: (T,) bool.
     """
 
     seed: int
@@ -81,6 +83,7 @@ class EpisodeResult:
     act_time_ms: float
     sparse: np.ndarray
     frames: np.ndarray | None = None
+    plan_time_ms: float | None = None
 
 
 def success_of(sparse: np.ndarray, dt: float) -> tuple[bool, float | None]:
@@ -120,16 +123,20 @@ def run_episode(env, agent: Agent, seed: int, record: bool = False, max_steps: i
             break
     sparse_arr = np.asarray(sparse, bool)
     ok, t_up = success_of(sparse_arr, TASK_SPECS[system].dt)
+    plans = getattr(agent, "plan_times_ms", None)
     return EpisodeResult(seed, ret, ok, t_up, steps, 1e3 * float(np.median(act_times)), sparse_arr,
-                         np.stack(frames) if record else None)
+                         np.stack(frames) if record else None,
+                         float(np.median(plans)) if plans else None)
 
 
 def summarize(results: list[EpisodeResult]) -> dict[str, Any]:
     """Success rate, mean ± std return, median swing-up time, median planning time per step."""
     rets = np.array([r.ret for r in results])
     ups = [r.swing_up_time for r in results if r.swing_up_time is not None]
+    plans = [r.plan_time_ms for r in results if r.plan_time_ms is not None]
     return {"episodes": len(results), "success_rate": float(np.mean([r.success for r in results])),
             "return_mean": float(rets.mean()), "return_std": float(rets.std()),
             "swing_up_time_median_s": float(np.median(ups)) if ups else None,
-            "act_time_median_ms": float(np.median([r.act_time_ms for r in results]))}
+            "act_time_median_ms": float(np.median([r.act_time_ms for r in results])),
+            "plan_time_median_ms": float(np.median(plans)) if plans else None}
 

@@ -56,6 +56,9 @@ class Gains:
     kp, kd: PD gains (model coordinates). switch, release: the switching rule's levels.
     center_p, center_d: while pumping, the actuated base (the cart) is also pushed back to the
     centre, u_base −= center_p·p + center_d·ṗ (0 for systems without a base).
+    base_clip: the catch sees the base's offset from the goal clipped to ±base_clip (model
+    units), as if the goal moved along the rail towards the base: a pole caught far from the
+    centre is balanced first and walked back, instead of the large offset saturating the catch.
     """
 
     k_energy: float = 100.0
@@ -69,6 +72,7 @@ class Gains:
     release: float = 3.0
     center_p: float = 0.0
     center_d: float = 0.0
+    base_clip: float = float("inf")
 
     def __post_init__(self):
         if self.catch not in CATCHES:
@@ -81,6 +85,8 @@ class Gains:
             v = getattr(self, name)
             if not np.isfinite(v) or v < 0:
                 raise ValueError(f"gain {name} must be a finite number >= 0, got {v!r}")
+        if not self.base_clip > 0:
+            raise ValueError(f"gain base_clip must be > 0 (inf: no clipping), got {self.base_clip!r}")
         if self.release < self.switch:
             raise ValueError(f"release ({self.release}) must be >= switch ({self.switch})")
 
@@ -92,7 +98,8 @@ DEFAULT_GAINS: dict[tuple[str, str], Gains] = {
     ("true", "cartpole"): Gains(q_pos=10.0, q_vel=1.0, r=1.0, kp=3.0, kd=0.5, center_p=0.3, center_d=0.5),
     ("true", "acrobot"): Gains(q_pos=10.0, q_vel=1.0, r=3.0, kp=10.0, kd=2.0),
     ("learned", "pendulum"): Gains(q_pos=100.0, q_vel=1.0, r=1.0, kp=10.0, kd=1.0),
-    ("learned", "cartpole"): Gains(q_pos=100.0, q_vel=1.0, r=1.0, kp=10.0, kd=1.0, center_p=0.75, center_d=1.25),
+    ("learned", "cartpole"): Gains(q_pos=100.0, q_vel=1.0, r=1.0, kp=10.0, kd=1.0, center_p=0.75, center_d=1.25,
+                                   base_clip=0.4, switch=4.0, release=8.0),
     ("learned", "acrobot"): Gains(q_pos=1000.0, q_vel=10.0, r=1.0, kp=30.0, kd=3.0),
 }
 
@@ -193,10 +200,19 @@ class LearnedModel:
     def pump_direction(self, s) -> np.ndarray:
         return np.asarray(self._pump(*s))
 
-    def error(self, s) -> np.ndarray:
-        return np.r_[self.tangent.T @ (s[0] - self.x_goal), self.tangent.T @ s[1]]
+    def offset(self, s, base_clip: float = np.inf) -> np.ndarray:
+        """x − x* (2K,), the base's horizontal offset clipped to ±base_clip: every keypoint is
+        shifted along the rail by the excess (the model is invariant to that shift)."""
+        d = np.asarray(s[0] - self.x_goal, float)
+        if BASE_FRAME[self.system] and np.isfinite(base_clip):
+            d = d.copy()
+            d[0::2] -= d[0] - np.clip(d[0], -base_clip, base_clip)
+        return d
 
-    def in_chart(self, s, max_angle: float = 0.6) -> bool:
+    def error(self, s, base_clip: float = np.inf) -> np.ndarray:
+        return np.r_[self.tangent.T @ self.offset(s, base_clip), self.tangent.T @ s[1]]
+
+    def in_chart(self, s, base_clip: float = np.inf, max_angle: float = 0.6) -> bool:
         """Whether x is close enough to x* for the tangent coordinates to mean something.
 
         Far from the goal a linear chart folds (the pendulum's bottom has almost no tangential
@@ -204,7 +220,7 @@ class LearnedModel:
         to the tangent space is at most tan(max_angle / 2) times its tangential component (on a
         circle: within ``max_angle`` rad of the goal).
         """
-        d = s[0] - self.x_goal
+        d = self.offset(s, base_clip)
         tangential = np.linalg.norm(self.tangent.T @ d)
         normal = np.linalg.norm(d - self.tangent @ (self.tangent.T @ d))
         return bool(normal <= np.tan(max_angle / 2) * tangential + 1e-6)
@@ -284,12 +300,15 @@ class TrueModel:
         w = self.frame * qd
         return self.actuation.T @ np.linalg.solve(m, self.frame * (m @ w))
 
-    def error(self, s) -> np.ndarray:
+    def error(self, s, base_clip: float = np.inf) -> np.ndarray:
+        """[q − q*, q̇] with wrapped angles; the base joint's offset clipped to ±base_clip."""
         dq = s[0] - self.q_goal
         dq = np.where(self.hinge, (dq + np.pi) % (2 * np.pi) - np.pi, dq)
+        if BASE_FRAME[self.system]:
+            dq[0] = np.clip(dq[0], -base_clip, base_clip)
         return np.r_[dq, s[1]]
 
-    def in_chart(self, s) -> bool:
+    def in_chart(self, s, base_clip: float = np.inf) -> bool:
         """Joint coordinates with wrapped angles cover the whole configuration space."""
         return True
 
@@ -360,7 +379,7 @@ class EnergyShapingController:
     def catch_action(self, s) -> np.ndarray:
         g = self.gains
         if g.catch == "lqr":
-            return self.u_eq - self.k_lqr @ self.model.error(s)
+            return self.u_eq - self.k_lqr @ self.model.error(s, g.base_clip)
         return self.model.pd_action(s, g.kp, g.kd, self.mask)
 
     def pump_action(self, s) -> np.ndarray:
@@ -375,12 +394,20 @@ class EnergyShapingController:
             u[0] -= self.gains.center_p * p + self.gains.center_d * v
         return u
 
+    def try_catch(self, s) -> np.ndarray | None:
+        """The catch action (A,) if the switching rule hands ``s`` to the catch, else None.
+
+        Updates the hysteresis (``caught``); unclipped, unmasked."""
+        u_catch = self.catch_action(s)
+        level = float(np.max(np.abs(u_catch))) if self.model.in_chart(s, self.gains.base_clip) else np.inf
+        self.caught = level <= self.gains.release if self.caught else level <= self.gains.switch
+        return u_catch if self.caught else None
+
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         s = self.model.observe(obs, info)
-        u_catch = self.catch_action(s)
-        level = float(np.max(np.abs(u_catch))) if self.model.in_chart(s) else np.inf
-        self.caught = level <= self.gains.release if self.caught else level <= self.gains.switch
-        u = u_catch if self.caught else self.pump_action(s)
+        u = self.try_catch(s)
+        if u is None:
+            u = self.pump_action(s)
         self.last_mode = "catch" if self.caught else "pump"
         return np.clip(u * self.mask, -1.0, 1.0).astype(np.float32)
 

@@ -150,19 +150,23 @@ def write_gif(path: Path, frames: np.ndarray, fps: int, scale: int = 2, stride: 
 
 def episode_record(r: EpisodeResult) -> dict[str, Any]:
     return {"seed": r.seed, "return": r.ret, "success": r.success, "swing_up_time_s": r.swing_up_time,
-            "steps": r.steps, "act_time_ms": r.act_time_ms}
+            "steps": r.steps, "act_time_ms": r.act_time_ms, "plan_time_ms": r.plan_time_ms}
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     """Markdown table of summaries (keys: agent, system, where, success_rate, return_mean, ...)."""
     head = ("| system | agent | env | episodes | success | return (mean ± std) | swing-up (median s) | "
-            "act (median ms) |\n|---|---|---|---|---|---|---|---|\n")
+            "act (median ms) | plan (median ms) |\n|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in rows:
         up = "–" if r["swing_up_time_median_s"] is None else f"{r['swing_up_time_median_s']:.2f}"
         lines.append(f"| {r['system']} | {r['agent']} | {r['where']} | {r['episodes']} | "
                      f"{100 * r['success_rate']:.0f}% | {r['return_mean']:.0f} ± {r['return_std']:.0f} | {up} | "
-                     f"{r['act_time_median_ms']:.2f} |")
+                     f"{r['act_time_median_ms']:.2f} | {_ms(r.get('plan_time_median_ms'))} |")
     return head + "\n".join(lines) + "\n"
 
 

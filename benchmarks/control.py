@@ -33,7 +33,11 @@ from keycld.tasks import ENVIRONMENTS  # noqa: E402
 from keycld_gym.loading import MODELS_DIR  # noqa: E402
 
 HEADER = ["system", "agent", "episodes", "success", "return (mean ± std)", "swing-up (median s)",
-          "act (median ms)"]
+          "act (median ms)", "plan (median ms)"]
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
 
 
 def _row_key(row: dict) -> tuple[str, str]:
@@ -57,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rerun", action="store_true",
                    help="rerun rows whose results/control/<row>/results.json already has the episode count")
     p.add_argument("--underactuated_cartpole", action="store_true", help="add cartpole rows with pole torque 0")
+    p.add_argument("--only_underactuated", action="store_true",
+                   help="with --underactuated_cartpole: only those rows (e.g. another episode count)")
     p.add_argument("--merge", action="store_true", help="keep other rows of results/control.json")
     args = p.parse_args(argv)
     systems = [s for s in args.systems.split(",") if s]
@@ -70,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.episodes < 1:
         p.error(f"--episodes must be >= 1, got {args.episodes}")
 
-    jobs = [(s, a, False) for s in systems for a in agents]
+    if args.only_underactuated and not args.underactuated_cartpole:
+        p.error("--only_underactuated needs --underactuated_cartpole")
+    jobs = [] if args.only_underactuated else [(s, a, False) for s in systems for a in agents]
     if args.underactuated_cartpole and "cartpole" in systems:
         jobs += [("cartpole", a, True) for a in agents]
     rows = []
@@ -102,11 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     table = []
     for r in rows:
         if "missing" in r:
-            table.append([r["system"], r["agent"], "–", r["missing"], "–", "–", "–"])
+            table.append([r["system"], r["agent"], "–", r["missing"], "–", "–", "–", "–"])
             continue
         up = "–" if r["swing_up_time_median_s"] is None else f"{r['swing_up_time_median_s']:.2f}"
         table.append([r["system"], r["agent"], str(r["episodes"]), f"{100 * r['success_rate']:.0f}%",
-                      f"{r['return_mean']:.0f} ± {r['return_std']:.0f}", up, f"{r['act_time_median_ms']:.2f}"])
+                      f"{r['return_mean']:.0f} ± {r['return_std']:.0f}", up, f"{r['act_time_median_ms']:.2f}",
+                      _ms(r.get("plan_time_median_ms"))])
     notes = ("Real simulation (MuJoCo, the paper's physics); success = the task's sparse reward on every "
              "step of the final second. Learned-model agents see only 64×64 frames through the encoder. "
              f"Last command: `python benchmarks/control.py {' '.join(argv if argv is not None else sys.argv[1:])}`"

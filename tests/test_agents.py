@@ -60,6 +60,40 @@ def test_controllers_respect_the_action_box(make):
         obs, _, _, _, info = env.step(agent.act(obs, info))
 
 
+def test_catch_walks_a_balanced_pole_back_to_the_centre():
+    """base_clip: the LQR sees the cart's offset clipped, so a pole balanced far off the centre is
+    held and walked back (shipped cartpole, underactuated, inside the learned model)."""
+    import jax
+
+    from keycld_gym import functional as F
+    from keycld_gym.loading import load_model_params
+
+    agent = learned_controller("cartpole", underactuated=True)
+    model, clip = agent.model, agent.gains.base_clip
+    assert np.isfinite(clip)
+    x = model.x_goal.copy()
+    x[0::2] -= 0.8  # cart and pole tip 0.8 image units (2 m) to the left, pole upright, at rest
+    s = (x, np.zeros_like(x))
+    shifted = model.x_goal.copy()
+    shifted[0::2] -= clip
+    np.testing.assert_allclose(model.error(s, clip), model.error((shifted, s[1])), atol=1e-6)
+    assert np.abs(model.error(s)).max() > np.abs(model.error(s, clip)).max()  # unclipped: the full 0.8
+
+    params = load_model_params("cartpole")
+    step = jax.jit(F.step)
+    state = F.state_from_vector(np.r_[x, np.zeros_like(x)].astype(np.float32))
+    modes = []
+    for _ in range(600):  # 6 s
+        action = agent.act(np.asarray(F.observe(state)), {})
+        assert action[1] == 0.0
+        modes.append(agent.last_mode)
+        state = step(state, action, params)[0]
+    assert modes[-300:] == ["catch"] * 300, modes
+    x_end = np.asarray(state.x)
+    assert abs(x_end[0] - model.x_goal[0]) < 0.1, x_end  # back within 0.25 m of the centre
+    assert x_end[3] - x_end[1] > 0.3, x_end  # still upright
+
+
 def test_true_model_baseline_swings_up_the_pendulum():
     """DESIGN §6: pumping + catch with the true model succeeds on the pendulum (>= 90% of 20)."""
     env = gym.make("KeyCLD-Pendulum-Real-v0", obs_type="state")

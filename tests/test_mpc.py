@@ -182,3 +182,24 @@ def test_make_agent_builds_mpc(checkpoints):
     assert isinstance(wrapped.agent, MPCAgent) and wrapped.agent.underactuated and wrapped.agent.seed == 2
     agent = make_agent("mpc-grad", "pendulum", checkpoints["pendulum"], horizon=8)
     assert isinstance(agent, MPCAgent) and agent.config.horizon == 8 and agent.kind == "grad"
+
+
+def test_dual_mode_hands_the_goal_to_the_lqr():
+    """catch=True: at the upright pose the LQR acts (no planning); hanging, the planner plans."""
+    import dataclasses
+
+    from agents.energy_shaping import goal_keypoints
+    from agents.mpc import DOWN_QPOS
+    from keycld_gym.loading import pose_keypoints
+
+    params = load_model_params("cartpole")  # the shipped model: the LQR needs a trained potential
+    agent = MPCAgent(params, "grad", dataclasses.replace(SMALL, catch=True), underactuated=True)
+    agent.reset(info={"seed": 0})
+    goal = goal_keypoints("cartpole", params)
+    a = agent.act(np.r_[goal, np.zeros_like(goal)].astype(np.float32))
+    assert agent.last_mode == "catch" and agent.plan_times_ms == []
+    assert np.all(np.abs(a) <= 1.0) and a[1] == 0.0
+    down = pose_keypoints("cartpole", params, DOWN_QPOS["cartpole"])
+    a = agent.act(np.r_[down, np.zeros_like(down)].astype(np.float32))
+    assert agent.last_mode == "plan" and len(agent.plan_times_ms) == 1
+    assert np.all(np.abs(a) <= 1.0) and a[1] == 0.0

@@ -44,6 +44,13 @@ CATCHES = ("lqr", "pd")
 # The actuated "base" whose frame the energy is pumped in: cartpole's cart (keypoint 0, joint 0).
 BASE_FRAME = {"pendulum": False, "cartpole": True, "acrobot": False}
 GOAL_QPOS = {"pendulum": (0.0,), "cartpole": (0.0, 0.0), "acrobot": (0.0, 0.0)}  # upright
+# Chains whose second actuator bends an elbow (pumping may hold it straight: Gains.elbow_p).
+HAS_ELBOW = {"pendulum": False, "cartpole": False, "acrobot": True}
+
+
+def elbow_angle(link1: jnp.ndarray, link2: jnp.ndarray) -> jnp.ndarray:
+    """Signed angle (rad) from link1 (2,) to link2 (2,); 0 when the chain is straight."""
+    return jnp.arctan2(link1[0] * link2[1] - link1[1] * link2[0], jnp.dot(link1, link2))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +66,11 @@ class Gains:
     base_clip: the catch sees the base's offset from the goal clipped to ±base_clip (model
     units), as if the goal moved along the rail towards the base: a pole caught far from the
     centre is balanced first and walked back, instead of the large offset saturating the catch.
+    elbow_p, elbow_d: while pumping, a chain's second actuator holds the elbow straight: the
+    actuators' share of φ̈ is set to −elbow_p·φ − elbow_d·φ̇ (φ the elbow angle, rad; off for
+    systems without an elbow or with elbow_p = 0), so the pumped chain swings like one rigid
+    pendulum and reaches the top on the pendulum's homoclinic orbit instead of wandering over the
+    whole energy surface.
     """
 
     k_energy: float = 100.0
@@ -73,6 +85,8 @@ class Gains:
     center_p: float = 0.0
     center_d: float = 0.0
     base_clip: float = float("inf")
+    elbow_p: float = 0.0
+    elbow_d: float = 0.0
 
     def __post_init__(self):
         if self.catch not in CATCHES:
@@ -81,7 +95,7 @@ class Gains:
             v = getattr(self, name)
             if not np.isfinite(v) or v <= 0:
                 raise ValueError(f"gain {name} must be a finite number > 0, got {v!r}")
-        for name in ("kp", "kd", "center_p", "center_d"):
+        for name in ("kp", "kd", "center_p", "center_d", "elbow_p", "elbow_d"):
             v = getattr(self, name)
             if not np.isfinite(v) or v < 0:
                 raise ValueError(f"gain {name} must be a finite number >= 0, got {v!r}")
@@ -96,11 +110,13 @@ class Gains:
 DEFAULT_GAINS: dict[tuple[str, str], Gains] = {
     ("true", "pendulum"): Gains(q_pos=10.0, q_vel=1.0, r=1.0, kp=3.0, kd=0.5),
     ("true", "cartpole"): Gains(q_pos=10.0, q_vel=1.0, r=1.0, kp=3.0, kd=0.5, center_p=0.3, center_d=0.5),
-    ("true", "acrobot"): Gains(q_pos=10.0, q_vel=1.0, r=3.0, kp=10.0, kd=2.0),
+    ("true", "acrobot"): Gains(q_pos=10.0, q_vel=1.0, r=3.0, kp=10.0, kd=2.0, elbow_p=400.0, elbow_d=40.0,
+                               switch=4.0, release=8.0),
     ("learned", "pendulum"): Gains(q_pos=100.0, q_vel=1.0, r=1.0, kp=10.0, kd=1.0),
     ("learned", "cartpole"): Gains(q_pos=100.0, q_vel=1.0, r=1.0, kp=10.0, kd=1.0, center_p=0.75, center_d=1.25,
                                    base_clip=0.4, switch=4.0, release=8.0),
-    ("learned", "acrobot"): Gains(q_pos=1000.0, q_vel=10.0, r=1.0, kp=30.0, kd=3.0),
+    ("learned", "acrobot"): Gains(q_pos=1000.0, q_vel=10.0, r=1.0, kp=30.0, kd=3.0, elbow_p=400.0, elbow_d=40.0,
+                                  switch=4.0, release=8.0),
 }
 
 
@@ -156,7 +172,14 @@ class LearnedModel:
         def pd_terms(x):
             return jax.grad(lambda y: dyn.potential(w, y))(x), dyn.input_matrix(w, x) * scale
 
+        def elbow_terms(x, xd):
+            angle = lambda y: elbow_angle(y[0:2], y[2:4] - y[0:2])  # noqa: E731
+            g = jax.grad(angle)(x)
+            gain = g @ jax.jacfwd(lambda u: accel(x, xd, u))(jnp.zeros(self.num_actions))
+            return angle(x), g @ xd, gain
+
         self._energy, self._pump, self._pd = jax.jit(energy), jax.jit(pump), jax.jit(pd_terms)
+        self._elbow = jax.jit(elbow_terms) if HAS_ELBOW[self.system] else None
         x_goal = jnp.asarray(x_goal, jnp.float32)
         if dyn.constrained:
             phi = F.manifold(params)
@@ -228,6 +251,13 @@ class LearnedModel:
     def base(self, s) -> tuple[float, float]:
         """Horizontal position and velocity of the base keypoint relative to the goal."""
         return float(s[0][0] - self.x_goal[0]), float(s[1][0])
+
+    def elbow(self, s) -> tuple[float, float, np.ndarray] | None:
+        """(φ rad, φ̇ rad/s, ∂φ̈/∂u (A,)) of the elbow (acrobot: link 2 relative to link 1), else None."""
+        if self._elbow is None:
+            return None
+        p, pd, gain = self._elbow(*s)
+        return float(p), float(pd), np.asarray(gain)
 
     def pd_action(self, s, kp: float, kd: float, mask: np.ndarray) -> np.ndarray:
         grad_v, b = (np.asarray(a) for a in self._pd(s[0]))
@@ -316,6 +346,15 @@ class TrueModel:
         """Position and velocity of the base joint (the cart's slider) relative to the goal."""
         return float(s[0][0] - self.q_goal[0]), float(s[1][0])
 
+    def elbow(self, s) -> tuple[float, float, np.ndarray] | None:
+        """(φ rad, φ̇ rad/s, ∂φ̈/∂u (A,)) of the elbow joint (acrobot), else None."""
+        if not HAS_ELBOW[self.system]:
+            return None
+        q, qd = s
+        self._forward(q, qd)
+        gain = np.linalg.solve(self._mass(), self.actuation)[1]
+        return float((q[1] + np.pi) % (2 * np.pi) - np.pi), float(qd[1]), gain
+
     def _qacc(self, q, qd, u) -> np.ndarray:
         self._forward(q, qd, u)
         return self.data.qacc.copy()
@@ -389,6 +428,12 @@ class EnergyShapingController:
             u = self.mask.astype(float)
         else:
             u = self.gains.k_energy * de * g
+        elbow = self.model.elbow(s) if self.gains.elbow_p > 0 and self.mask[1:].any() else None
+        if elbow is not None and abs(elbow[2][1]) > 1e-9:
+            # the actuators' share of φ̈ becomes −elbow_p φ − elbow_d φ̇, given the first one's push
+            p, pd, gain = elbow
+            u0 = float(np.clip(u[0], -1.0, 1.0))
+            u[1] = (-self.gains.elbow_p * p - self.gains.elbow_d * pd - gain[0] * u0) / gain[1]
         if BASE_FRAME[self.model.system]:
             p, v = self.model.base(s)
             u[0] -= self.gains.center_p * p + self.gains.center_d * v

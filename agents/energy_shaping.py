@@ -110,12 +110,12 @@ class Gains:
 DEFAULT_GAINS: dict[tuple[str, str], Gains] = {
     ("true", "pendulum"): Gains(q_pos=10.0, q_vel=1.0, r=1.0, kp=3.0, kd=0.5),
     ("true", "cartpole"): Gains(q_pos=10.0, q_vel=1.0, r=1.0, kp=3.0, kd=0.5, center_p=0.3, center_d=0.5),
-    ("true", "acrobot"): Gains(q_pos=10.0, q_vel=1.0, r=3.0, kp=10.0, kd=2.0, elbow_p=400.0, elbow_d=40.0,
+    ("true", "acrobot"): Gains(q_pos=10.0, q_vel=1.0, r=3.0, kp=10.0, kd=2.0, elbow_p=100.0, elbow_d=20.0,
                                switch=4.0, release=8.0),
     ("learned", "pendulum"): Gains(q_pos=100.0, q_vel=1.0, r=1.0, kp=10.0, kd=1.0),
     ("learned", "cartpole"): Gains(q_pos=100.0, q_vel=1.0, r=1.0, kp=10.0, kd=1.0, center_p=0.75, center_d=1.25,
                                    base_clip=0.4, switch=4.0, release=8.0),
-    ("learned", "acrobot"): Gains(q_pos=1000.0, q_vel=10.0, r=1.0, kp=30.0, kd=3.0, elbow_p=400.0, elbow_d=40.0,
+    ("learned", "acrobot"): Gains(q_pos=300.0, q_vel=3.0, r=1.0, kp=30.0, kd=3.0, elbow_p=100.0, elbow_d=20.0,
                                   switch=4.0, release=8.0),
 }
 

@@ -75,6 +75,11 @@ class HoldPoleTorque:
         a[1:] = 0.0
         return a
 
+    @property
+    def plan_times_ms(self):
+        """The wrapped agent's planning times (None for agents that do not plan)."""
+        return getattr(self.agent, "plan_times_ms", None)
+
 
 def make_agent(name: str, system: str, checkpoint=None, underactuated: bool = False, seed: int = 0,
                **kwargs):

@@ -151,3 +151,13 @@ def test_evaluate_cli_writes_results_and_gifs(tmp_path):
     assert rows[0]["episodes"] == 2 and len(rows[0]["episodes_detail"]) == 2
     assert (tmp_path / "real-best.gif").stat().st_size > 0 and (tmp_path / "real-worst.gif").exists()
     assert "energy-true" in (tmp_path / "results.md").read_text()
+
+
+def test_hold_pole_torque_forwards_planning_times():
+    from agents.evaluate import HoldPoleTorque
+
+    class Planner:
+        plan_times_ms = [3.0, 5.0]
+
+    assert HoldPoleTorque(Planner()).plan_times_ms == [3.0, 5.0]
+    assert HoldPoleTorque(object()).plan_times_ms is None

@@ -48,6 +48,11 @@ GOAL_QPOS = {"pendulum": (0.0,), "cartpole": (0.0, 0.0), "acrobot": (0.0, 0.0)} 
 HAS_ELBOW = {"pendulum": False, "cartpole": False, "acrobot": True}
 
 
+def wrap_angle(a):
+    """Angles (rad) wrapped into [−π, π)."""
+    return (a + np.pi) % (2 * np.pi) - np.pi
+
+
 def elbow_angle(link1: jnp.ndarray, link2: jnp.ndarray) -> jnp.ndarray:
     """Signed angle (rad) from link1 (2,) to link2 (2,); 0 when the chain is straight."""
     return jnp.arctan2(link1[0] * link2[1] - link1[1] * link2[0], jnp.dot(link1, link2))
@@ -333,7 +338,7 @@ class TrueModel:
     def error(self, s, base_clip: float = np.inf) -> np.ndarray:
         """[q − q*, q̇] with wrapped angles; the base joint's offset clipped to ±base_clip."""
         dq = s[0] - self.q_goal
-        dq = np.where(self.hinge, (dq + np.pi) % (2 * np.pi) - np.pi, dq)
+        dq = np.where(self.hinge, wrap_angle(dq), dq)
         if BASE_FRAME[self.system]:
             dq[0] = np.clip(dq[0], -base_clip, base_clip)
         return np.r_[dq, s[1]]
@@ -353,7 +358,7 @@ class TrueModel:
         q, qd = s
         self._forward(q, qd)
         gain = np.linalg.solve(self._mass(), self.actuation)[1]
-        return float((q[1] + np.pi) % (2 * np.pi) - np.pi), float(qd[1]), gain
+        return float(wrap_angle(q[1])), float(qd[1]), gain
 
     def _qacc(self, q, qd, u) -> np.ndarray:
         self._forward(q, qd, u)

@@ -158,7 +158,8 @@ def episode_record(r: EpisodeResult) -> dict[str, Any]:
             "steps": r.steps, "act_time_ms": r.act_time_ms, "plan_time_ms": r.plan_time_ms}
 
 
-def _ms(value: float | None) -> str:
+def format_ms(value: float | None) -> str:
+    """A median time in ms for the tables, "–" when not measured."""
     return "–" if value is None else f"{value:.2f}"
 
 
@@ -171,7 +172,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         up = "–" if r["swing_up_time_median_s"] is None else f"{r['swing_up_time_median_s']:.2f}"
         lines.append(f"| {r['system']} | {r['agent']} | {r['where']} | {r['episodes']} | "
                      f"{100 * r['success_rate']:.0f}% | {r['return_mean']:.0f} ± {r['return_std']:.0f} | {up} | "
-                     f"{r['act_time_median_ms']:.2f} | {_ms(r.get('plan_time_median_ms'))} |")
+                     f"{r['act_time_median_ms']:.2f} | {format_ms(r.get('plan_time_median_ms'))} |")
     return head + "\n".join(lines) + "\n"
 
 

@@ -378,9 +378,7 @@ class MPCAgent:
         """The first action of a fresh plan (or, in dual mode near the goal, the LQR's), (A,)
         float32 in [-1, 1]."""
         if self._catch is not None:
-            obs = np.asarray(obs, np.float32)
-            d = obs.shape[0] // 2
-            u = self._catch.try_catch((obs[:d], obs[d:]))
+            u = self._catch.try_catch(self._catch.model.observe(np.asarray(obs, np.float32), info))
             if u is not None:
                 self.last_mode = "catch"
                 return np.clip(u * np.asarray(self.mask), -1.0, 1.0).astype(np.float32)

@@ -28,16 +28,12 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from _common import RESULTS, machine, write_results  # noqa: E402
 
-from agents.evaluate import AGENTS, NEEDS_MODEL, run  # noqa: E402
+from agents.evaluate import AGENTS, NEEDS_MODEL, format_ms, run  # noqa: E402
 from keycld.tasks import ENVIRONMENTS  # noqa: E402
 from keycld_gym.loading import MODELS_DIR  # noqa: E402
 
 HEADER = ["system", "agent", "episodes", "success", "return (mean ± std)", "swing-up (median s)",
           "act (median ms)", "plan (median ms)"]
-
-
-def _ms(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
 
 
 def _row_key(row: dict) -> tuple[str, str]:
@@ -115,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         up = "–" if r["swing_up_time_median_s"] is None else f"{r['swing_up_time_median_s']:.2f}"
         table.append([r["system"], r["agent"], str(r["episodes"]), f"{100 * r['success_rate']:.0f}%",
                       f"{r['return_mean']:.0f} ± {r['return_std']:.0f}", up, f"{r['act_time_median_ms']:.2f}",
-                      _ms(r.get("plan_time_median_ms"))])
+                      format_ms(r.get("plan_time_median_ms"))])
     notes = ("Real simulation (MuJoCo, the paper's physics); success = the task's sparse reward on every "
              "step of the final second. Learned-model agents see only 64×64 frames through the encoder. "
              f"Last command: `python benchmarks/control.py {' '.join(argv if argv is not None else sys.argv[1:])}`"

@@ -25,6 +25,16 @@ For a learned model both also need x inside the local chart of the goal (``in_ch
 
 Actions are in the env's units ([-1, 1], ×2 to the datasets' range); ``underactuated=True``
 holds every actuator but the first (the cartpole's pole torque) at zero.
+
+**The underactuated cartpole from pixels** (``UNDERACTUATED_GAINS``) needs four things the other
+systems do not, each found by tracing episodes on the real simulation:
+half-force pumping (``pump_limit``), or the cart leaves the camera's view and the encoder loses
+it; an ``energy_margin``, because the learned kinetic energy at speed is too low and the pole
+would arrive over the top too fast to catch; a model-based observer (``agents.observer``),
+because the backward-difference velocities of jittering keypoints swamp an LQR that needs ~300
+action units per image unit of tilt; and a cart weight in the catch (``q_base``) with a wide
+switch, so the saturated LQR takes the pole as soon as it is slow near the top and walks the cart
+back within the last second's ±0.25 m.
 """
 from __future__ import annotations
 
@@ -65,6 +75,10 @@ class Gains:
     k_energy: pumping gain on (E* − E) g (large = bang-bang pumping).
     catch: "lqr" or "pd". q_pos, q_vel, r: LQR weights Q = diag(q_pos·I, q_vel·I), R = r·I in
     the model's local coordinates (image units for a learned model, rad and m for the true one).
+    q_base: extra LQR weight on the actuated base's horizontal offset (the cart; 0 for systems
+    without a base). The upright pole needs a gain two orders larger than the cart's, so with
+    q_base = 0 a small bias of the pole's measured tilt moves the balanced cart far off-centre
+    (offset = bias × pole gain / cart gain); q_base raises the cart's share.
     kp, kd: PD gains (model coordinates). switch, release: the switching rule's levels.
     center_p, center_d: while pumping, the actuated base (the cart) is also pushed back to the
     centre, u_base −= center_p·p + center_d·ṗ (0 for systems without a base).
@@ -76,6 +90,16 @@ class Gains:
     systems without an elbow or with elbow_p = 0), so the pumped chain swings like one rigid
     pendulum and reaches the top on the pendulum's homoclinic orbit instead of wandering over the
     whole energy surface.
+    pump_limit: the pumping term's bound (action units, before the centring and elbow terms;
+    default inf: the final clip to the Box is the only one): pumping at
+    half force swings the cartpole up over several swings with the cart within ±0.6 m instead
+    of one full-force push that carries it 2.6–3.8 m out, beyond the camera's ±2.2 m.
+    energy_margin: pumping aims at E* − energy_margin (model units). A learned model whose
+    kinetic energy at speed is too low (the cartpole's reads about 60% of the true one at the
+    bottom of a swing) keeps pumping past the goal; the margin stops it at the true goal energy.
+    observer_alpha, observer_beta: a learned model's state comes from an
+    ``agents.observer.KeypointObserver`` with these gains instead of straight from the
+    observation (0: off; ignored by the true model, which reads the simulator).
     """
 
     k_energy: float = 100.0
@@ -83,6 +107,7 @@ class Gains:
     q_pos: float = 10.0
     q_vel: float = 1.0
     r: float = 1.0
+    q_base: float = 0.0
     kp: float = 10.0
     kd: float = 1.0
     switch: float = 1.0
@@ -92,6 +117,10 @@ class Gains:
     base_clip: float = float("inf")
     elbow_p: float = 0.0
     elbow_d: float = 0.0
+    pump_limit: float = float("inf")
+    energy_margin: float = 0.0
+    observer_alpha: float = 0.0
+    observer_beta: float = 0.0
 
     def __post_init__(self):
         if self.catch not in CATCHES:
@@ -100,10 +129,20 @@ class Gains:
             v = getattr(self, name)
             if not np.isfinite(v) or v <= 0:
                 raise ValueError(f"gain {name} must be a finite number > 0, got {v!r}")
-        for name in ("kp", "kd", "center_p", "center_d", "elbow_p", "elbow_d"):
+        for name in ("q_base", "kp", "kd", "center_p", "center_d", "elbow_p", "elbow_d"):
             v = getattr(self, name)
             if not np.isfinite(v) or v < 0:
                 raise ValueError(f"gain {name} must be a finite number >= 0, got {v!r}")
+        if self.observer_alpha > 0:
+            from agents.observer import check_gains
+            check_gains(self.observer_alpha, self.observer_beta)
+        elif self.observer_alpha < 0 or self.observer_beta != 0:
+            raise ValueError(f"observer_alpha must be > 0 to use observer_beta (0 turns the observer off), "
+                             f"got alpha={self.observer_alpha!r}, beta={self.observer_beta!r}")
+        if not np.isfinite(self.energy_margin):
+            raise ValueError(f"gain energy_margin must be finite, got {self.energy_margin!r}")
+        if not self.pump_limit > 0:
+            raise ValueError(f"gain pump_limit must be > 0 (inf: no bound), got {self.pump_limit!r}")
         if not self.base_clip > 0:
             raise ValueError(f"gain base_clip must be > 0 (inf: no clipping), got {self.base_clip!r}")
         if self.release < self.switch:
@@ -123,12 +162,35 @@ DEFAULT_GAINS: dict[tuple[str, str], Gains] = {
     ("learned", "acrobot"): Gains(q_pos=300.0, q_vel=3.0, r=1.0, kp=30.0, kd=3.0, elbow_p=100.0, elbow_d=20.0,
                                   switch=4.0, release=8.0),
 }
+# The underactuated cartpole from pixels (the pole torque held at 0): half-force pumping with a
+# light centring term keeps the cart in view; the energy margin and the observer correct the
+# learned model's low kinetic energy and the encoder's jitter; the catch weighs the cart's offset
+# and, at these gains, acts (saturated) from ‖u‖∞ ≤ 30, which is where the pole is slow
+# near the top. Systems not listed use DEFAULT_GAINS.
+UNDERACTUATED_GAINS: dict[tuple[str, str], Gains] = {
+    ("learned", "cartpole"): Gains(q_pos=100.0, q_vel=10.0, r=1.0, q_base=3000.0, kp=10.0, kd=1.0,
+                                   center_p=1.2, center_d=0.5, base_clip=0.4, switch=30.0, release=60.0,
+                                   pump_limit=0.5, energy_margin=0.4, observer_alpha=0.4, observer_beta=0.08),
+}
 
 
-def lqr_gain(a: np.ndarray, b: np.ndarray, q_pos: float, q_vel: float, r: float) -> np.ndarray:
-    """Continuous-time LQR gain K (A_u, 2n) for ė = a e + b u, e = [positions (n), velocities (n)]."""
+def default_gains(kind: str, system: str, underactuated: bool = False) -> Gains:
+    """The documented defaults of a model kind ("learned", "true") on ``system``."""
+    if underactuated and (kind, system) in UNDERACTUATED_GAINS:
+        return UNDERACTUATED_GAINS[(kind, system)]
+    return DEFAULT_GAINS[(kind, system)]
+
+
+def lqr_gain(a: np.ndarray, b: np.ndarray, q_pos: float, q_vel: float, r: float,
+             q_base: float = 0.0, base_row: np.ndarray | None = None) -> np.ndarray:
+    """Continuous-time LQR gain K (A_u, 2n) for ė = a e + b u, e = [positions (n), velocities (n)].
+
+    Q = diag(q_pos·I + q_base·ccᵀ, q_vel·I), R = r·I, with c (n,) = ``base_row`` the base's
+    horizontal offset as a function of the local positions (no extra term without a base)."""
     n = a.shape[0] // 2
     q = np.diag(np.r_[np.full(n, q_pos), np.full(n, q_vel)])
+    if base_row is not None and q_base > 0:
+        q[:n, :n] += q_base * np.outer(base_row, base_row)
     rr = r * np.eye(b.shape[1])
     try:
         p = scipy.linalg.solve_continuous_are(a, b, q, rr)
@@ -153,6 +215,7 @@ class LearnedModel:
 
     def __init__(self, params, x_goal: np.ndarray):
         self.system = params.model.environment
+        self.params = params
         dyn, w, scale = params.model.dynamics, params.weights["dynamics"], float(params.action_scale)
         if not dyn.lagrangian:
             raise ValueError(f"energy shaping needs a Lagrangian model, not {dyn.kind!r}")
@@ -253,6 +316,10 @@ class LearnedModel:
         normal = np.linalg.norm(d - self.tangent @ (self.tangent.T @ d))
         return bool(normal <= np.tan(max_angle / 2) * tangential + 1e-6)
 
+    def base_row(self) -> np.ndarray | None:
+        """(n,) the base keypoint's horizontal offset per local position coordinate, or None."""
+        return self.tangent[0] if BASE_FRAME[self.system] else None
+
     def base(self, s) -> tuple[float, float]:
         """Horizontal position and velocity of the base keypoint relative to the goal."""
         return float(s[0][0] - self.x_goal[0]), float(s[1][0])
@@ -347,6 +414,10 @@ class TrueModel:
         """Joint coordinates with wrapped angles cover the whole configuration space."""
         return True
 
+    def base_row(self) -> np.ndarray | None:
+        """(nv,) the base joint's offset per joint coordinate (the slider: e₀), or None."""
+        return np.eye(self.nv)[0] if BASE_FRAME[self.system] else None
+
     def base(self, s) -> tuple[float, float]:
         """Position and velocity of the base joint (the cart's slider) relative to the goal."""
         return float(s[0][0] - self.q_goal[0]), float(s[1][0])
@@ -403,7 +474,12 @@ class EnergyShapingController:
         if underactuated and model.system != "cartpole":
             raise ValueError(f"underactuated is defined for the cartpole only, not {model.system!r}")
         self.model = model
-        self.gains = gains or DEFAULT_GAINS[(model.kind, model.system)]
+        self.gains = gains or default_gains(model.kind, model.system, underactuated)
+        self.observer = None
+        if self.gains.observer_alpha > 0 and model.kind == "learned":
+            from agents.observer import KeypointObserver
+            self.observer = KeypointObserver(model.params, self.gains.observer_alpha, self.gains.observer_beta)
+        self.last_action = np.zeros(model.num_actions, np.float32)
         self.mask = np.ones(model.num_actions, bool)
         if underactuated:
             self.mask[1:] = False
@@ -412,13 +488,25 @@ class EnergyShapingController:
         self.k_lqr = np.zeros((model.num_actions, a.shape[0]))
         if self.gains.catch == "lqr":
             g = self.gains
-            self.k_lqr[self.mask] = lqr_gain(a, b[:, self.mask], g.q_pos, g.q_vel, g.r)
+            self.k_lqr[self.mask] = lqr_gain(a, b[:, self.mask], g.q_pos, g.q_vel, g.r, g.q_base, model.base_row())
         self.caught = False
         self.last_mode = "pump"
 
     def reset(self, env, obs: np.ndarray, info: dict[str, Any]) -> None:
         self.model.bind(env)
         self.caught = False
+        self.last_action = np.zeros(self.model.num_actions, np.float32)
+        self._fresh = True  # the first act sees the reset's observation: nothing to predict yet
+
+    def state(self, obs: np.ndarray, info: dict[str, Any]):
+        """The model's state from an observation, through the observer when there is one."""
+        s = self.model.observe(obs, info)
+        if self.observer is None:
+            return s
+        if getattr(self, "_fresh", True):
+            self._fresh = False
+            return self.observer.reset(*s)
+        return self.observer.update(s[0], self.last_action)
 
     def catch_action(self, s) -> np.ndarray:
         g = self.gains
@@ -427,12 +515,12 @@ class EnergyShapingController:
         return self.model.pd_action(s, g.kp, g.kd, self.mask)
 
     def pump_action(self, s) -> np.ndarray:
-        de = self.model.goal_energy - self.model.energy(s)
+        de = self.model.goal_energy - self.gains.energy_margin - self.model.energy(s)
         g = self.model.pump_direction(s) * self.mask
         if np.max(np.abs(g)) < 1e-9:  # at rest: any push starts the swing
             u = self.mask.astype(float)
         else:
-            u = self.gains.k_energy * de * g
+            u = np.clip(self.gains.k_energy * de * g, -self.gains.pump_limit, self.gains.pump_limit)
         elbow = self.model.elbow(s) if self.gains.elbow_p > 0 and self.mask[1:].any() else None
         if elbow is not None and abs(elbow[2][1]) > 1e-9:
             # the actuators' share of φ̈ becomes −elbow_p φ − elbow_d φ̇, given the first one's push
@@ -454,12 +542,13 @@ class EnergyShapingController:
         return u_catch if self.caught else None
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-        s = self.model.observe(obs, info)
+        s = self.state(obs, info)
         u = self.try_catch(s)
         if u is None:
             u = self.pump_action(s)
         self.last_mode = "catch" if self.caught else "pump"
-        return np.clip(u * self.mask, -1.0, 1.0).astype(np.float32)
+        self.last_action = np.clip(u * self.mask, -1.0, 1.0).astype(np.float32)
+        return self.last_action.copy()
 
 
 # ---------------------------------------------------------------------------------------------

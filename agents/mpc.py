@@ -58,8 +58,10 @@ cart's offset clipped so the pole is balanced first and walked back to the centr
 A horizon of 0.8 s balances the pole but does not see why a slowly drifting cart matters, and
 the underactuated learned cartpole needs gains a sampled or few-iteration plan does not find
 reliably; the LQR is the infinite-horizon answer near the goal (Michalska & Mayne's dual-mode
-receding horizon control). Planning time is measured only on the steps that plan
-(``plan_times_ms``).
+receding horizon control). Both modes read the state through the catch controller's
+``state`` — for the underactuated cartpole that is the model-based observer
+(``agents.observer``) of ``energy_shaping.UNDERACTUATED_GAINS``, which also sets the catch.
+Planning time is measured only on the steps that plan (``plan_times_ms``).
 """
 from __future__ import annotations
 
@@ -321,9 +323,10 @@ class MPCAgent:
         self._resets = 0
         self._catch = None
         if cfg.catch:
-            from agents.energy_shaping import DEFAULT_GAINS, EnergyShapingController, LearnedModel, goal_keypoints
+            from agents.energy_shaping import EnergyShapingController, LearnedModel, default_gains, goal_keypoints
             model = LearnedModel(params, goal_keypoints(system, params))
-            self._catch = EnergyShapingController(model, DEFAULT_GAINS[("learned", system)], underactuated)
+            self._catch = EnergyShapingController(model, default_gains("learned", system, underactuated),
+                                                  underactuated)
         self.last_mode = "plan"
         self.plan_times_ms: list[float] = []
         self.last_plan_time_ms = float("nan")
@@ -343,7 +346,7 @@ class MPCAgent:
         (the episode seed) when given, else from the number of resets so far."""
         self._resets += 1
         if self._catch is not None:
-            self._catch.caught = False
+            self._catch.reset(env, obs, info)
         self.plan_times_ms = []
         seed = (info or {}).get("seed")
         self._start_episode(self._resets if seed is None else int(seed))
@@ -377,13 +380,20 @@ class MPCAgent:
     def act(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> np.ndarray:
         """The first action of a fresh plan (or, in dual mode near the goal, the LQR's), (A,)
         float32 in [-1, 1]."""
-        if self._catch is not None:
-            u = self._catch.try_catch(self._catch.model.observe(np.asarray(obs, np.float32), info))
-            if u is not None:
-                self.last_mode = "catch"
-                return np.clip(u * np.asarray(self.mask), -1.0, 1.0).astype(np.float32)
-        self.last_mode = "plan"
-        return self.plan(obs)[0]
+        if self._catch is None:
+            self.last_mode = "plan"
+            return self.plan(obs)[0]
+        # dual mode: both modes see the catch controller's state (through its observer, if any)
+        s = self._catch.state(np.asarray(obs, np.float32), info or {})
+        u = self._catch.try_catch(s)
+        if u is not None:
+            self.last_mode = "catch"
+            action = np.clip(u * np.asarray(self.mask), -1.0, 1.0).astype(np.float32)
+        else:
+            self.last_mode = "plan"
+            action = self.plan(np.concatenate(s))[0]
+        self._catch.last_action = action
+        return action
 
 
 def make_mpc(system: str, kind: str, checkpoint=None, underactuated: bool = False, seed: int = 0,

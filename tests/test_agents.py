@@ -62,13 +62,16 @@ def test_controllers_respect_the_action_box(make):
 
 def test_catch_walks_a_balanced_pole_back_to_the_centre():
     """base_clip: the LQR sees the cart's offset clipped, so a pole balanced far off the centre is
-    held and walked back (shipped cartpole, underactuated, inside the learned model)."""
+    held and walked back (shipped cartpole, underactuated, inside the learned model, the fully
+    actuated defaults: the underactuated gains are tuned to the real cart, which responds twice
+    as strongly as the learned one)."""
     import jax
 
+    from agents.energy_shaping import DEFAULT_GAINS
     from keycld_gym import functional as F
     from keycld_gym.loading import load_model_params
 
-    agent = learned_controller("cartpole", underactuated=True)
+    agent = learned_controller("cartpole", gains=DEFAULT_GAINS[("learned", "cartpole")], underactuated=True)
     model, clip = agent.model, agent.gains.base_clip
     assert np.isfinite(clip)
     x = model.x_goal.copy()
@@ -161,3 +164,91 @@ def test_hold_pole_torque_forwards_planning_times():
 
     assert HoldPoleTorque(Planner()).plan_times_ms == [3.0, 5.0]
     assert HoldPoleTorque(object()).plan_times_ms is None
+
+
+def test_observer_filters_encoder_jitter():
+    """The model-based observer's velocities are closer to the truth than the backward
+    difference of jittered positions (learned cartpole trajectory, σ = 0.003 image units)."""
+    import jax
+
+    from agents.observer import KeypointObserver
+    from keycld_gym import functional as F
+    from keycld_gym.loading import load_model_params
+
+    params = load_model_params("cartpole")
+    step = jax.jit(F.step)
+    rng = np.random.default_rng(0)
+    state = F.reset(jax.random.PRNGKey(0), params)
+    xs, xds, actions = [], [], []
+    for t in range(200):
+        a = np.array([np.sin(0.05 * t), 0.0], np.float32)
+        xs.append(np.asarray(state.x)), xds.append(np.asarray(state.xd)), actions.append(a)
+        state = step(state, a, params)[0]
+    xs, xds = np.array(xs), np.array(xds)
+    meas = xs + rng.normal(0, 0.003, xs.shape)
+    dt = params.model.dt
+    diff = (3 * meas[2:] - 4 * meas[1:-1] + meas[:-2]) / (2 * dt)  # what the real env reports
+    obs = KeypointObserver(params, alpha=0.4, beta=0.08)
+    obs.reset(meas[0], xds[0])
+    est = np.array([obs.update(meas[t], actions[t - 1])[1] for t in range(1, len(xs))])
+    err_diff = np.sqrt(np.mean((diff[50:] - xds[52:]) ** 2))
+    err_obs = np.sqrt(np.mean((est[51:] - xds[52:]) ** 2))
+    assert err_obs < 0.3 * err_diff, (err_obs, err_diff)
+    # without noise the observer follows the model exactly
+    obs.reset(xs[0], xds[0])
+    for t in range(1, 20):
+        x, xd = obs.update(xs[t], actions[t - 1])
+    np.testing.assert_allclose(x, xs[19], atol=2e-4)
+    np.testing.assert_allclose(xd, xds[19], atol=2e-2)
+
+
+def test_underactuated_defaults_and_new_gains():
+    """The underactuated learned cartpole gets its own gains (observer, margin, cart weight);
+    the other systems keep DEFAULT_GAINS; bad observer and margin gains are refused."""
+    from agents.energy_shaping import DEFAULT_GAINS, UNDERACTUATED_GAINS, default_gains, lqr_gain
+
+    ua = default_gains("learned", "cartpole", underactuated=True)
+    assert ua is UNDERACTUATED_GAINS[("learned", "cartpole")] and ua.observer_alpha > 0
+    assert default_gains("learned", "cartpole") is DEFAULT_GAINS[("learned", "cartpole")]
+    assert default_gains("true", "cartpole", underactuated=True) is DEFAULT_GAINS[("true", "cartpole")]
+    agent = learned_controller("cartpole", underactuated=True)
+    assert agent.observer is not None and agent.gains.energy_margin > 0
+    assert learned_controller("pendulum").observer is None
+    with pytest.raises(ValueError, match="observer alpha"):
+        Gains(observer_alpha=1.5)
+    with pytest.raises(ValueError, match="observer_alpha must be > 0"):
+        Gains(observer_beta=0.1)
+    with pytest.raises(ValueError, match="pump_limit"):
+        Gains(pump_limit=0.0)
+    with pytest.raises(ValueError, match="q_base"):
+        Gains(q_base=-1.0)
+    # q_base raises the cart's gain relative to the pole's (true cartpole, e = [cart, angle, velocities])
+    true = true_controller("cartpole", underactuated=True)
+    a, b, _ = true.model.linearize(true.mask)
+    k0 = lqr_gain(a, b[:, :1], 10.0, 1.0, 1.0)[0]
+    k1 = lqr_gain(a, b[:, :1], 10.0, 1.0, 1.0, 1000.0, true.model.base_row())[0]
+    assert abs(k1[0] / k1[1]) > 2 * abs(k0[0] / k0[1]), (k0, k1)
+
+
+def test_energy_margin_moves_the_pumping_target():
+    """With energy_margin m the law adds energy below E* − m and removes it between E* − m and E*
+    (true pendulum, pole horizontal, swinging up at different speeds)."""
+    import dataclasses
+
+    base = true_controller("pendulum")
+    goal = base.model.goal_energy
+    margin = 0.3 * (goal - base.model.energy((np.array([np.pi]), np.zeros(1))))
+    agent = true_controller("pendulum", dataclasses.replace(base.gains, energy_margin=margin))
+
+    def state_with_energy(target):  # pole horizontal, speed found by bisection
+        lo, hi = 0.0, 50.0
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if agent.model.energy((np.array([np.pi / 2]), np.array([mid]))) < target else (lo, mid)
+        return np.array([np.pi / 2]), np.array([lo])
+
+    for target, sign in [(goal - 1.5 * margin, 1.0), (goal - 0.5 * margin, -1.0)]:
+        s = state_with_energy(target)
+        g = agent.model.pump_direction(s)
+        assert np.abs(g).max() > 0
+        assert sign * float(agent.pump_action(s) @ g) > 0, (target, goal, margin)

@@ -200,6 +200,7 @@ def test_dual_mode_hands_the_goal_to_the_lqr():
     assert agent.last_mode == "catch" and agent.plan_times_ms == []
     assert np.all(np.abs(a) <= 1.0) and a[1] == 0.0
     down = pose_keypoints("cartpole", params, DOWN_QPOS["cartpole"])
+    agent.reset(info={"seed": 1})  # a new episode: the observer restarts from the hanging pose
     a = agent.act(np.r_[down, np.zeros_like(down)].astype(np.float32))
     assert agent.last_mode == "plan" and len(agent.plan_times_ms) == 1
     assert np.all(np.abs(a) <= 1.0) and a[1] == 0.0

@@ -136,9 +136,9 @@ class Gains:
         if self.observer_alpha > 0:
             from agents.observer import check_gains
             check_gains(self.observer_alpha, self.observer_beta)
-        elif self.observer_alpha < 0 or self.observer_beta != 0:
-            raise ValueError(f"observer_alpha must be > 0 to use observer_beta (0 turns the observer off), "
-                             f"got alpha={self.observer_alpha!r}, beta={self.observer_beta!r}")
+        elif self.observer_alpha != 0 or self.observer_beta != 0:  # negative or NaN, or beta alone
+            raise ValueError(f"observer_alpha must be 0 (observer off) or in (0, 1], and observer_beta needs "
+                             f"observer_alpha > 0; got alpha={self.observer_alpha!r}, beta={self.observer_beta!r}")
         if not np.isfinite(self.energy_margin):
             raise ValueError(f"gain energy_margin must be finite, got {self.energy_margin!r}")
         if not self.pump_limit > 0:
@@ -480,6 +480,7 @@ class EnergyShapingController:
             from agents.observer import KeypointObserver
             self.observer = KeypointObserver(model.params, self.gains.observer_alpha, self.gains.observer_beta)
         self.last_action = np.zeros(model.num_actions, np.float32)
+        self._fresh = True  # the next state() starts the observer from its measurement
         self.mask = np.ones(model.num_actions, bool)
         if underactuated:
             self.mask[1:] = False
@@ -503,7 +504,7 @@ class EnergyShapingController:
         s = self.model.observe(obs, info)
         if self.observer is None:
             return s
-        if getattr(self, "_fresh", True):
+        if self._fresh:
             self._fresh = False
             return self.observer.reset(*s)
         return self.observer.update(s[0], self.last_action)

@@ -52,9 +52,10 @@ rk4 × 4 substeps; pass ``integrator="rk4", substeps=4`` to plan on exactly that
 ``underactuated=True`` (cartpole only) holds the second actuator (the pole torque) at 0 in every
 planned action.
 
-**Dual mode** (``catch=True``, the default of the pendulum and the cartpole): the plan swings the pole up and the
-local LQR of ``agents.energy_shaping`` (same model, same switching rule and hysteresis, the
-cart's offset clipped so the pole is balanced first and walked back to the centre) holds it.
+**Dual mode** (``catch=True``, the default of the pendulum and the cartpole): the plan swings
+the pole up and the local LQR of ``agents.energy_shaping`` (same model, same switching rule and
+hysteresis, the cart's offset clipped so the pole is balanced first and walked back to the
+centre) holds it.
 A horizon of 0.8 s balances the pole but does not see why a slowly drifting cart matters, and
 the underactuated learned cartpole needs gains a sampled or few-iteration plan does not find
 reliably; the LQR is the infinite-horizon answer near the goal (Michalska & Mayne's dual-mode

@@ -216,8 +216,10 @@ def test_underactuated_defaults_and_new_gains():
     assert learned_controller("pendulum").observer is None
     with pytest.raises(ValueError, match="observer alpha"):
         Gains(observer_alpha=1.5)
-    with pytest.raises(ValueError, match="observer_alpha must be > 0"):
+    with pytest.raises(ValueError, match="observer_beta needs observer_alpha > 0"):
         Gains(observer_beta=0.1)
+    with pytest.raises(ValueError, match="observer_alpha must be 0"):
+        Gains(observer_alpha=float("nan"))
     with pytest.raises(ValueError, match="pump_limit"):
         Gains(pump_limit=0.0)
     with pytest.raises(ValueError, match="q_base"):

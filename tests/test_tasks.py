@@ -81,3 +81,21 @@ def test_render_and_state(env):
 def test_unknown_environment():
     with pytest.raises(ValueError, match="unknown environment 'walker'.*pendulum, cartpole, acrobot"):
         load_task("walker")
+
+
+def test_camera_renderer_shrinks_the_framebuffer_with_identical_pixels():
+    """CameraRenderer sizes a fresh physics' offscreen buffer to 64×64 (a third of a frame's cost
+    was clearing the 640×480 multisampled one); the pixels equal physics.render on a full buffer."""
+    from keycld.tasks import CameraRenderer, set_state
+
+    small, full = load_task("acrobot"), load_task("acrobot")
+    camera = CameraRenderer(small.physics)
+    assert (small.physics.model.vis.global_.offwidth, small.physics.model.vis.global_.offheight) == (64, 64)
+    for qpos in ([0.3, -1.0], [2.5, 0.7], [-1.2, 3.0]):
+        for env in (small, full):
+            set_state(env.physics, np.array(qpos), np.zeros(2))
+        np.testing.assert_array_equal(camera(), render(full.physics))
+    assert full.physics.model.vis.global_.offwidth == 640
+    kept = load_task("pendulum")
+    CameraRenderer(kept.physics, shrink_framebuffer=False)
+    assert kept.physics.model.vis.global_.offwidth == 640

@@ -1,8 +1,10 @@
 #!/bin/bash
 # Several KeyCLD trainings at once on one GPU, time-boxed; each run directory ends as a tar.
 #
-#   CACHE=DIR OUT=DIR TRAIN_S=555 SLOTS=4 scripts/train_concurrent.sh
+#   CACHE=DIR OUT=DIR TRAIN_S=555 SLOTS=4 [JOBS_LIST="name args...;name args..."] scripts/train_concurrent.sh
 #
+# JOBS_LIST replaces the default job list (entries separated by ';', each a run name followed
+# by `keycld train` arguments).
 # Used for the paper-schedule cartpole runs (benchmarks/results/gpu_*_cartpole*): four runs of
 # 18 000 steps each finished in about 7.5 min on one H200. Runs resume with
 # `keycld train --resume runs/NAME` when the time box cuts them short (every epoch is
@@ -24,6 +26,7 @@ JOBS=(
  "pd-keycld --environment pendulum"
  "pd-nocon --environment pendulum --model no_constraint"
 )
+if [ -n "${JOBS_LIST:-}" ]; then IFS=';' read -r -a JOBS <<< "$JOBS_LIST"; fi
 declare -A PID
 next=0
 launch() { set -- ${JOBS[$next]}; name=$1; shift

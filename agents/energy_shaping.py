@@ -58,6 +58,15 @@ GOAL_QPOS = {"pendulum": (0.0,), "cartpole": (0.0, 0.0), "acrobot": (0.0, 0.0)} 
 HAS_ELBOW = {"pendulum": False, "cartpole": False, "acrobot": True}
 
 
+def frame_velocity(system: str, xd: jnp.ndarray) -> jnp.ndarray:
+    """Keypoint velocities (2K,) seen from the actuated base's frame (cartpole: the cart's
+    velocity subtracted from every keypoint, the cart's own set to 0); unchanged without a base.
+    The pumped energy is the model's energy at these velocities: pushing the cart alone adds none."""
+    if not BASE_FRAME[system]:
+        return xd
+    return jnp.concatenate([jnp.zeros(2), xd[2:] - jnp.tile(xd[0:2], (xd.shape[0] - 2) // 2)])
+
+
 def wrap_angle(a):
     """Angles (rad) wrapped into [−π, π)."""
     return (a + np.pi) % (2 * np.pi) - np.pi
@@ -220,15 +229,10 @@ class LearnedModel:
         if not dyn.lagrangian:
             raise ValueError(f"energy shaping needs a Lagrangian model, not {dyn.kind!r}")
         self.num_actions = params.model.num_actions
-        base = BASE_FRAME[self.system]
-
-        def frame_velocity(xd):
-            if not base:
-                return xd
-            return jnp.concatenate([jnp.zeros(2), xd[2:] - jnp.tile(xd[0:2], (xd.shape[0] - 2) // 2)])
+        system = self.system
 
         def energy(x, xd):
-            return dyn.energy(w, x, frame_velocity(xd))
+            return dyn.energy(w, x, frame_velocity(system, xd))
 
         def accel(x, xd, u):
             return dyn.acceleration(w, x, xd, u * scale)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import keycld_gym  # noqa: F401  (registers the ids)
-from agents.mpc import MPCAgent, MPCConfig, dense_progress, make_mpc, plan_return
+from agents.mpc import (DEFAULTS, UNDERACTUATED_DEFAULTS, MPCAgent, MPCConfig, default_config, dense_progress,
+                        make_mpc, plan_return, terminal_energy)
 from keycld import checkpoint
 from keycld.config import TrainConfig
 from keycld.model.keycld import KeyCLD
@@ -103,11 +104,13 @@ def test_prediction_equals_stepping_the_env(system, kind, params, checkpoints):
     assert agent.last_return == pytest.approx(ret, rel=1e-4, abs=1e-4)
 
 
-@pytest.mark.parametrize("system,kind", [("cartpole", "grad"), ("pendulum", "cem")])
-def test_plans_stay_in_the_box(system, kind, params, checkpoints):
-    """Even with a huge step size / std, every planned action is finite and in [-1, 1]."""
+@pytest.mark.parametrize("system,kind,limit", [("cartpole", "grad", 1.0), ("pendulum", "cem", 1.0),
+                                               ("cartpole", "grad", 0.3), ("cartpole", "cem", 0.3)])
+def test_plans_stay_in_the_box(system, kind, limit, params, checkpoints):
+    """Even with a huge step size / std, every planned action is finite and in the Box shrunk by
+    ``action_limit``; with a smaller limit the plan reaches that limit (the huge steps saturate)."""
     wild = MPCConfig(**{**SMALL.__dict__, "learning_rate": 1e3, "init_std": 10.0, "init_noise": 10.0,
-                        "terminal_weight": 1.0})
+                        "terminal_weight": 1.0, "action_limit": limit})
     agent = MPCAgent(params[system], kind, wild, seed=0)
     assert np.all(np.isfinite(np.asarray(agent.energy_ref)))
     env = gym.make(f"KeyCLD-{SYSTEMS[system]}-v0", checkpoint=checkpoints[system], bank_size=4).unwrapped
@@ -116,7 +119,9 @@ def test_plans_stay_in_the_box(system, kind, params, checkpoints):
     for _ in range(3):
         plan = agent.plan(obs)
         assert plan.shape == (wild.horizon, env.action_space.shape[0]) and plan.dtype == np.float32
-        assert np.all(np.isfinite(plan)) and np.all(np.abs(plan) <= 1.0)
+        assert np.all(np.isfinite(plan)) and np.all(np.abs(plan) <= limit * (1 + 1e-6))
+        if limit < 1.0:
+            assert np.max(np.abs(plan)) > 0.9 * limit
         a = agent.act(obs, info)
         assert env.action_space.contains(a)
         obs, *_, info = env.step(a)
@@ -168,6 +173,9 @@ def test_bad_arguments_raise(params, checkpoints):
         make_mpc("pendulum", "grad", checkpoints["cartpole"])
     with pytest.raises(ValueError, match="horizon"):
         MPCConfig(horizon=0)
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=f"action_limit must be in \\(0, 1\\], got {bad}"):
+            MPCConfig(action_limit=bad)
     with pytest.raises(ValueError, match="elites"):
         MPCConfig(population=4, elites=5)
     with pytest.raises(ValueError, match="unknown planner kind"):
@@ -204,3 +212,32 @@ def test_dual_mode_hands_the_goal_to_the_lqr():
     a = agent.act(np.r_[down, np.zeros_like(down)].astype(np.float32))
     assert agent.last_mode == "plan" and len(agent.plan_times_ms) == 1
     assert np.all(np.abs(a) <= 1.0) and a[1] == 0.0
+
+
+def test_terminal_energy_ignores_the_carts_own_motion(params):
+    """The terminal term reads the energy in the cart's frame: a plan cannot score energy by
+    racing the cart (every keypoint moving with it), only by swinging the pole; its target sits
+    energy_margin·(E* − E_down) below E*."""
+    p = params["cartpole"]
+    x = jnp.asarray([0.1, -0.4, 0.3, 0.2], jnp.float32)  # cart and pole-tip keypoints
+    rest = F.EnvState(x=x, xd=jnp.zeros(4), t=0)
+    racing = rest.replace(xd=jnp.asarray([2.0, 0.0, 2.0, 0.0]))
+    swinging = rest.replace(xd=jnp.asarray([0.0, 0.0, 1.0, -0.5]))
+    e = {k: float(terminal_energy(p, s)) for k, s in (("rest", rest), ("racing", racing), ("swinging", swinging))}
+    assert e["racing"] == pytest.approx(e["rest"], abs=1e-6)
+    assert float(F.energy(racing, p)) > e["rest"] + 1e-3  # the total energy counts the cart's motion
+    assert e["swinging"] > e["rest"] + 1e-3
+    cfg = MPCConfig(horizon=4, terminal_weight=1.0)
+    ref = np.asarray(MPCAgent(p, "grad", cfg).energy_ref)
+    shifted = np.asarray(MPCAgent(p, "grad", MPCConfig(horizon=4, terminal_weight=1.0, energy_margin=0.25)).energy_ref)
+    assert shifted[1] == pytest.approx(ref[1]) and shifted[0] == pytest.approx(ref[0] - 0.25 * ref[1], rel=1e-5)
+
+
+def test_default_config_per_system_and_actuation():
+    for kind in ("grad", "cem"):
+        assert default_config(kind, "cartpole", underactuated=True) is UNDERACTUATED_DEFAULTS[(kind, "cartpole")]
+        assert default_config(kind, "cartpole") is DEFAULTS[(kind, "cartpole")]
+        assert default_config(kind, "pendulum", underactuated=True) is DEFAULTS[(kind, "pendulum")]
+        assert default_config(kind, "cartpole", True).action_limit < 1.0
+    with pytest.raises(ValueError, match="unknown planner kind 'mppi'"):
+        default_config("mppi", "cartpole")

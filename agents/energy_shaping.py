@@ -67,6 +67,15 @@ def frame_velocity(system: str, xd: jnp.ndarray) -> jnp.ndarray:
     return jnp.concatenate([jnp.zeros(2), xd[2:] - jnp.tile(xd[0:2], (xd.shape[0] - 2) // 2)])
 
 
+def frame_energy(params, x: jnp.ndarray, xd: jnp.ndarray) -> jnp.ndarray:
+    """A trained model's learned energy E(x, ẋ) with the velocities seen from the actuated base's
+    frame (``frame_velocity``): the energy the law pumps and the planners' terminal term reads.
+
+    params: ``keycld_gym.functional.EnvParams`` of a Lagrangian model; x, ẋ (2K,)."""
+    system = params.model.environment
+    return params.model.dynamics.energy(params.weights["dynamics"], x, frame_velocity(system, xd))
+
+
 def wrap_angle(a):
     """Angles (rad) wrapped into [−π, π)."""
     return (a + np.pi) % (2 * np.pi) - np.pi
@@ -229,10 +238,9 @@ class LearnedModel:
         if not dyn.lagrangian:
             raise ValueError(f"energy shaping needs a Lagrangian model, not {dyn.kind!r}")
         self.num_actions = params.model.num_actions
-        system = self.system
 
         def energy(x, xd):
-            return dyn.energy(w, x, frame_velocity(system, xd))
+            return frame_energy(params, x, xd)
 
         def accel(x, xd, u):
             return dyn.acceleration(w, x, xd, u * scale)

@@ -80,7 +80,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from agents.energy_shaping import (EnergyShapingController, LearnedModel, default_gains, frame_velocity,
+from agents.energy_shaping import (EnergyShapingController, LearnedModel, default_gains, frame_energy,
                                    goal_keypoints)
 from keycld.tasks import check_environment
 from keycld_gym import functional as F
@@ -196,9 +196,9 @@ UNDERACTUATED_DEFAULTS: dict[tuple[str, str], MPCConfig] = {
 def default_config(kind: str, system: str, underactuated: bool = False) -> MPCConfig:
     """The documented planner defaults of ``kind`` on ``system`` (``UNDERACTUATED_DEFAULTS`` for
     the underactuated cartpole)."""
+    check_environment(system)
     if kind not in KINDS:
         raise ValueError(f"unknown planner kind {kind!r}; allowed: {', '.join(KINDS)}")
-    check_environment(system)
     if underactuated and (kind, system) in UNDERACTUATED_DEFAULTS:
         return UNDERACTUATED_DEFAULTS[(kind, system)]
     return DEFAULTS[(kind, system)]
@@ -224,8 +224,7 @@ def dense_progress(system: str, x: jnp.ndarray, xd: jnp.ndarray) -> jnp.ndarray:
 
 def terminal_energy(params: F.EnvParams, state: F.EnvState) -> jnp.ndarray:
     """The learned energy of ``state`` in the actuated base's frame (the terminal term's E)."""
-    system = params.model.environment
-    return params.model.dynamics.energy(params.weights["dynamics"], state.x, frame_velocity(system, state.xd))
+    return frame_energy(params, state.x, state.xd)
 
 
 def plan_return(params: F.EnvParams, cfg: MPCConfig, actions: jnp.ndarray, state: F.EnvState,
@@ -461,19 +460,17 @@ def make_mpc(system: str, kind: str, checkpoint=None, underactuated: bool = Fals
     """
     from keycld_gym.loading import load_model_params
 
-    check_environment(system)
-    if kind not in KINDS:
-        raise ValueError(f"unknown planner kind {kind!r}; allowed: {', '.join(KINDS)}")
+    defaults = default_config(kind, system, underactuated)  # checks the system and the kind
     if underactuated and system != "cartpole":
         raise ValueError(f"underactuated is defined for the cartpole only, not {system!r}")
     fields = {f.name for f in dataclasses.fields(MPCConfig)}
     unknown = set(overrides) - fields
     if unknown:
         raise ValueError(f"unknown planner settings {sorted(unknown)}; allowed: {', '.join(sorted(fields))}")
-    config = dataclasses.replace(default_config(kind, system, underactuated), **overrides)
+    config = dataclasses.replace(defaults, **overrides)
     params = load_model_params(system, checkpoint)
     return MPCAgent(params, kind, config, underactuated=underactuated, seed=seed)
 
 
-__all__ = ["DEFAULTS", "KINDS", "UNDERACTUATED_DEFAULTS", "default_config", "MPCAgent", "MPCConfig", "dense_progress", "energy_reference",
-           "make_mpc", "plan_return", "terminal_energy"]
+__all__ = ["DEFAULTS", "KINDS", "UNDERACTUATED_DEFAULTS", "MPCAgent", "MPCConfig", "default_config",
+           "dense_progress", "energy_reference", "make_mpc", "plan_return", "terminal_energy"]

@@ -172,26 +172,35 @@ def weights_file(run_dir: Path) -> Path:
     raise FileNotFoundError(f"{run_dir} holds no {checkpoint.CHECKPOINT} or {checkpoint.PARAMS}")
 
 
+_PER_RESET = ("states", "qpos", "qvel", "seeds")  # bank entries with one row per reset
+
+
 def load_bank(run_dir: Path, system: str, model: KeyCLD, weights, size: int, seed: int = 0) -> dict:
-    """The run directory's cached bank if it matches (size, seed, weights' SHA-256), else build
-    it and cache it there when the directory is writable."""
+    """The bank of ``size`` resets from seed ``seed``: the first rows of the run directory's
+    cached bank when that starts at ``seed`` and holds at least ``size`` (and matches the
+    weights' SHA-256), else built. A built bank is cached when the directory is writable and
+    holds no current bank, or one it extends; a smaller or other-seed request never replaces it.
+    """
     from keycld.checkpoint import file_sha256
 
     path = run_dir / BANK_FILE
     digest = file_sha256(weights_file(run_dir))
+    cached = None
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as z:
                 bank = {k: z[k] for k in z.files}
-            if (int(bank.get("version", 0)) == BANK_VERSION and len(bank["seeds"]) == size
-                    and int(bank["seeds"][0]) == seed and str(bank["weights_sha256"]) == digest):
-                return bank
+            if int(bank.get("version", 0)) == BANK_VERSION and str(bank["weights_sha256"]) == digest:
+                cached = bank
         except Exception:  # unreadable cache: rebuild it
             pass
+    if cached is not None and int(cached["seeds"][0]) == seed and len(cached["seeds"]) >= size:
+        return {k: (v[:size] if k in _PER_RESET else v) for k, v in cached.items()}
     bank = build_bank(system, model, weights, size, seed)
     bank["weights_sha256"] = np.array(digest)
     bank["version"] = np.int64(BANK_VERSION)
-    if os.access(run_dir, os.W_OK):
+    extends = cached is None or int(cached["seeds"][0]) == seed
+    if extends and os.access(run_dir, os.W_OK):
         tmp = run_dir / f".{BANK_FILE}.tmp{os.getpid()}.npz"
         np.savez(tmp, **bank)
         os.replace(tmp, path)

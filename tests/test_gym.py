@@ -250,6 +250,28 @@ def test_shipped_cartpole_keypoints_track_cart_and_pole_tip():
     assert abs(up_left[2] - up_left[0]) < 0.1 and abs(down_right[2] - down_right[0]) < 0.1
 
 
+def test_reset_bank_cache_serves_prefixes_and_keeps_the_larger_bank(checkpoints, tmp_path):
+    """A smaller request is the first rows of the cached bank (nothing rebuilt or rewritten);
+    another seed is built but does not replace the cached bank (the shipped models' bank)."""
+    import shutil
+
+    from keycld_gym.loading import BANK_FILE, load_env_params
+
+    run = tmp_path / "run"
+    shutil.copytree(checkpoints["cartpole"], run)
+    (run / BANK_FILE).unlink(missing_ok=True)
+    _, big = load_env_params("cartpole", run, bank_size=3)
+    stamp = (run / BANK_FILE).stat().st_mtime_ns
+    _, small = load_env_params("cartpole", run, bank_size=2)
+    np.testing.assert_array_equal(small["states"], big["states"][:2])
+    np.testing.assert_array_equal(small["seeds"], [0, 1])
+    _, other = load_env_params("cartpole", run, bank_size=1, bank_seed=5)
+    np.testing.assert_array_equal(other["seeds"], [5])
+    assert (run / BANK_FILE).stat().st_mtime_ns == stamp
+    with np.load(run / BANK_FILE) as z:
+        np.testing.assert_array_equal(z["seeds"], [0, 1, 2])
+
+
 def test_constraint_offset_fixes_the_manifold_of_the_env(checkpoints):
     """The env's states lie on Φ(x) = c, c the median Φ of encoded real frames, whatever the
     bank's size; the keypoint controllers' goal lies on the same manifold."""

@@ -26,7 +26,7 @@ class KeyCLD:
     hidden: int = 32
     sigma: float = 0.1
     solver: str = "euler"
-    fast_convs: bool = True  # False: the plain U-Net computation (same function), for benchmarks
+    fast_convs: bool = True  # False: the plain networks (same function; benchmarks, forward-mode autodiff)
 
     @classmethod
     def from_config(cls, cfg) -> "KeyCLD":
@@ -57,12 +57,12 @@ class KeyCLD:
     def _encoder(self):
         if self.heatmaps:
             return networks.KeypointEncoder(self.hidden, self.num_keypoints, self.fast_convs)
-        return networks.FCEncoder(self.hidden, self.num_keypoints)
+        return networks.FCEncoder(self.hidden, self.num_keypoints, self.fast_convs)
 
     def _renderer(self):
         if self.heatmaps:
             return networks.Renderer(self.hidden, self.num_keypoints, self.sigma, self.fast_convs)
-        return networks.FCRenderer(self.hidden, self.num_keypoints)
+        return networks.FCRenderer(self.hidden, self.num_keypoints, self.fast_convs)
 
     # ---- params -----------------------------------------------------------------------------
     def init(self, key: jax.Array) -> dict:

@@ -338,13 +338,14 @@ class FCEncoder(nn.Module):
 
     hidden: int
     num_keypoints: int
+    fast: bool = True
 
     @nn.compact
     def __call__(self, images: jnp.ndarray) -> jnp.ndarray:
         h = self.hidden
-        x = _pool(_block(images, h))
-        x = _pool(_block(x, 2 * h))
-        x = _pool(_block(x, 4 * h))
+        x = _pool(_block(images, h, self.fast))
+        x = _pool(_block(x, 2 * h, self.fast))
+        x = _pool(_block(x, 4 * h, self.fast))
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(nn.Dense(4 * h)(x))
         return jnp.tanh(nn.Dense(2 * self.num_keypoints)(x))
@@ -355,13 +356,14 @@ class FCRenderer(nn.Module):
 
     hidden: int
     num_keypoints: int
+    fast: bool = True
 
     @nn.compact
     def __call__(self, keypoints: jnp.ndarray) -> jnp.ndarray:
         h = self.hidden
         x = nn.relu(nn.Dense(4 * h)(keypoints))
         x = nn.relu(nn.Dense(16 * 16 * h)(x)).reshape(keypoints.shape[0], 16, 16, h)
-        x = _block(x, 4 * h)
-        x = _block(_upsample(x), 2 * h)
-        x = _block(_upsample(x), h)
+        x = _block(x, 4 * h, self.fast)
+        x = _block(_upsample(x), 2 * h, self.fast)
+        x = _block(_upsample(x), h, self.fast)
         return nn.sigmoid(nn.Conv(3, (3, 3), padding="SAME")(x))

@@ -172,35 +172,40 @@ def weights_file(run_dir: Path) -> Path:
     raise FileNotFoundError(f"{run_dir} holds no {checkpoint.CHECKPOINT} or {checkpoint.PARAMS}")
 
 
-_PER_RESET = ("states", "qpos", "qvel", "seeds")  # bank entries with one row per reset
+_PER_RESET = ("states", "qpos", "qvel", "seeds")  # bank entries with one row per reset (build_bank)
 
 
 def load_bank(run_dir: Path, system: str, model: KeyCLD, weights, size: int, seed: int = 0) -> dict:
-    """The bank of ``size`` resets from seed ``seed``: the first rows of the run directory's
-    cached bank when that starts at ``seed`` and holds at least ``size`` (and matches the
-    weights' SHA-256), else built. A built bank is cached when the directory is writable and
-    holds no current bank, or one it extends; a smaller or other-seed request never replaces it.
+    """The bank of ``size`` resets from seed ``seed``.
+
+    Served from rows of the run directory's cached bank when those seeds lie in it (and it
+    matches the weights' SHA-256 and ``BANK_VERSION``): each row depends only on its own seed,
+    and the constraint offset on neither size nor seed. Otherwise built, and cached when the
+    directory is writable and the new bank covers the cached one's seeds, or starts at seed 0
+    (the default) where the cached one does not; other requests never replace the cache.
     """
     from keycld.checkpoint import file_sha256
 
     path = run_dir / BANK_FILE
     digest = file_sha256(weights_file(run_dir))
-    cached = None
+    cached_seeds = None
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as z:
-                bank = {k: z[k] for k in z.files}
-            if int(bank.get("version", 0)) == BANK_VERSION and str(bank["weights_sha256"]) == digest:
-                cached = bank
-        except Exception:  # unreadable cache: rebuild it
-            pass
-    if cached is not None and int(cached["seeds"][0]) == seed and len(cached["seeds"]) >= size:
-        return {k: (v[:size] if k in _PER_RESET else v) for k, v in cached.items()}
+                cached = {k: z[k] for k in z.files}
+            if int(cached.get("version", 0)) == BANK_VERSION and str(cached["weights_sha256"]) == digest:
+                cached_seeds = [int(s) for s in cached["seeds"]]
+                start = seed - cached_seeds[0]
+                if start >= 0 and cached_seeds[start:start + size] == list(range(seed, seed + size)):
+                    return {k: (v[start:start + size] if k in _PER_RESET else v) for k, v in cached.items()}
+        except Exception:  # unreadable or malformed cache: rebuild it
+            cached_seeds = None
     bank = build_bank(system, model, weights, size, seed)
     bank["weights_sha256"] = np.array(digest)
     bank["version"] = np.int64(BANK_VERSION)
-    extends = cached is None or int(cached["seeds"][0]) == seed
-    if extends and os.access(run_dir, os.W_OK):
+    covers = not cached_seeds or (seed <= cached_seeds[0] and seed + size >= cached_seeds[-1] + 1)
+    default_wins = seed == 0 and bool(cached_seeds) and cached_seeds[0] != 0
+    if (covers or default_wins) and os.access(run_dir, os.W_OK):
         tmp = run_dir / f".{BANK_FILE}.tmp{os.getpid()}.npz"
         np.savez(tmp, **bank)
         os.replace(tmp, path)

@@ -250,9 +250,11 @@ def test_shipped_cartpole_keypoints_track_cart_and_pole_tip():
     assert abs(up_left[2] - up_left[0]) < 0.1 and abs(down_right[2] - down_right[0]) < 0.1
 
 
-def test_reset_bank_cache_serves_prefixes_and_keeps_the_larger_bank(checkpoints, tmp_path):
-    """A smaller request is the first rows of the cached bank (nothing rebuilt or rewritten);
-    another seed is built but does not replace the cached bank (the shipped models' bank)."""
+def test_reset_bank_cache_serves_its_rows_and_keeps_the_default_bank(checkpoints, tmp_path):
+    """Requests inside the cached bank are its rows (nothing rebuilt or rewritten); another
+    seed's bank does not replace the cached default (the shipped models' bank), but a default
+    bank replaces another seed's."""
+    import hashlib
     import shutil
 
     from keycld_gym.loading import BANK_FILE, load_env_params
@@ -260,14 +262,19 @@ def test_reset_bank_cache_serves_prefixes_and_keeps_the_larger_bank(checkpoints,
     run = tmp_path / "run"
     shutil.copytree(checkpoints["cartpole"], run)
     (run / BANK_FILE).unlink(missing_ok=True)
+    digest = lambda: hashlib.sha256((run / BANK_FILE).read_bytes()).hexdigest()
     _, big = load_env_params("cartpole", run, bank_size=3)
-    stamp = (run / BANK_FILE).stat().st_mtime_ns
-    _, small = load_env_params("cartpole", run, bank_size=2)
-    np.testing.assert_array_equal(small["states"], big["states"][:2])
-    np.testing.assert_array_equal(small["seeds"], [0, 1])
+    before = digest()
+    _, small = load_env_params("cartpole", run, bank_size=2, bank_seed=1)
+    np.testing.assert_array_equal(small["states"], big["states"][1:3])
+    np.testing.assert_array_equal(small["seeds"], [1, 2])
     _, other = load_env_params("cartpole", run, bank_size=1, bank_seed=5)
     np.testing.assert_array_equal(other["seeds"], [5])
-    assert (run / BANK_FILE).stat().st_mtime_ns == stamp
+    assert digest() == before
+    (run / BANK_FILE).unlink()
+    load_env_params("cartpole", run, bank_size=1, bank_seed=5)  # cached: nothing else was
+    _, again = load_env_params("cartpole", run, bank_size=3)
+    np.testing.assert_array_equal(again["states"], big["states"])
     with np.load(run / BANK_FILE) as z:
         np.testing.assert_array_equal(z["seeds"], [0, 1, 2])
 

@@ -83,6 +83,13 @@ def test_group_norm_relu_matches_flax():
     grads = [jax.grad(lambda *a: jnp.sum(f(*a) * g), (0, 1, 2))(x, scale, bias) for f in (ours, ref)]
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    # under vmap with unbatched parameters, as the training loss runs it
+    xs = jnp.stack([x, 2.0 * x + 0.3])
+    gs = jnp.stack([g, -g])
+    per_seq = [jax.grad(lambda x, s, b: jnp.sum(jax.vmap(f, (0, None, None))(x, s, b) * gs), (0, 1, 2))(xs, scale, bias)
+               for f in (ours, ref)]
+    for a, b in zip(*per_seq):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="do not split into 5 groups"):
         GroupNorm(num_groups=5).init(jax.random.PRNGKey(0), x)
 

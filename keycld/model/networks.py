@@ -35,7 +35,8 @@ def _conv(x: jnp.ndarray, kernel: jnp.ndarray, padding) -> jnp.ndarray:
 
 # A 3×3 convolution with at most this many output channels, and 9·C_out ≤ 2·C_in, takes its
 # kernel gradient as one dot against the nine shifted copies of the narrow output gradient
-# (``narrow_conv``): in the U-Nets, only the last layer. Measured on this project's 2-core CPU,
+# (``narrow_conv``): in the U-Nets, only the last layer, and only where 9·out ≤ 2·h (so not
+# at h = 8). Measured on this project's 2-core CPU,
 # h = 32: the last layer (32 -> 3) 2× faster; but C_in = 3 -> 16 was 5× slower, and at h = 16
 # the 16 -> 16 layers made the whole training step 1.6× slower, so those keep XLA's gradient.
 _NARROW_OUT = 8
@@ -194,10 +195,11 @@ def group_norm_relu(x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray, group
     """relu(GroupNorm(x)) with a hand-written gradient; x (N, H, W, C), scale and bias (C,).
 
     The same function as ``nn.relu(nn.GroupNorm(groups, epsilon=eps)(x))`` (up to float
-    summation order). Every reduction, forward and backward, is a dot, and the backward pass
-    reads x, the output and its cotangent once each: 2.4× faster than autodiff through
-    flax's GroupNorm for the 64×64×32 activations at batch 50. Reverse mode only: forward-mode
-    (``jax.jvp``, ``jacfwd``) needs the plain networks (``fast=False``).
+    summation order). Every reduction over H·W, forward and backward, is a dot (XLA CPU turns
+    autodiff's reductions into slow tree reduce-windows), and the backward pass needs only the
+    per-channel sums Σ dy and Σ dy·x̂: 2.4× faster than autodiff through flax's GroupNorm for
+    the 64×64×32 activations at batch 50. float32 (as the whole model). Reverse mode only:
+    forward-mode (``jax.jvp``, ``jacfwd``) needs the plain networks (``fast=False``).
     """
     return _gn_relu_fwd(x, scale, bias, groups, eps)[0]
 

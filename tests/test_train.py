@@ -187,6 +187,9 @@ def test_cpu_preset_keeps_the_loss_horizon_in_seconds():
         fields = preset_fields("cpu", env)
         assert fields["num_predicted_steps"] * TASK_SPECS[env].dt == pytest.approx(0.08)
         TrainConfig(environment=env, **fields)  # a valid configuration
+    # the dynamics learning rate: the paper's 0.2× for the pendulum, 1× for the acrobot
+    assert preset_fields("cpu", "pendulum")["dynamics_lr_factor"] == 0.2
+    assert preset_fields("cpu", "acrobot")["dynamics_lr_factor"] == 1.0
     assert preset_fields("paper", "cartpole") == {}
     with pytest.raises(ValueError, match="preset"):
         preset_fields("gpu", "pendulum")

@@ -80,8 +80,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from agents.energy_shaping import (EnergyShapingController, LearnedModel, default_gains, frame_energy,
-                                   goal_keypoints)
+from agents.energy_shaping import (GOAL_QPOS, EnergyShapingController, LearnedModel, default_gains,
+                                   frame_energy, goal_keypoints)
 from keycld.tasks import check_environment
 from keycld_gym import functional as F
 from keycld_gym import rewards as R
@@ -90,7 +90,6 @@ from keycld_gym.loading import pose_keypoints
 KINDS = ("grad", "cem")
 # Hanging poses (qpos) of the real systems, for the energy scale E* − E_down.
 DOWN_QPOS = {"pendulum": (np.pi,), "cartpole": (0.0, np.pi), "acrobot": (np.pi, 0.0)}
-GOAL_QPOS = {"pendulum": (0.0,), "cartpole": (0.0, 0.0), "acrobot": (0.0, 0.0)}
 # The cartpole's dense term: the sparse reward's cart bound (±0.25 m, dm_control), a 1 m margin,
 # and a 1 m/s margin on the cart's speed (a cart drifting off under a balanced pole is penalised).
 CART_CENTER_M, CART_MARGIN_M, CART_SPEED_MARGIN = 0.25, 1.0, 1.0

@@ -190,13 +190,17 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, ca
 
     data = load_dataset(cfg.dataset_config(), cache_dir=cache_dir, progress=progress, workers=workers)
     train_set, val_set = data.split("train"), data.split("val")
-    train_step = make_train_step(cfg, model)
+    steps_by_stage: dict = {}  # one jitted step per stage (TrainConfig.stage); same optimiser state layout
     device = jax.devices()[0].device_kind  # hardware of each epoch, for the model card
     last: dict = {}
     vpt = None  # validation VPT of the latest epoch trained in this call
     for epoch in range(start_epoch, cfg.num_epochs):
         t0 = time.perf_counter()
         order = _epoch_order(cfg, epoch, len(train_set))
+        stage = cfg.stage(epoch)
+        if stage not in steps_by_stage:
+            steps_by_stage[stage] = make_train_step(stage, model)
+        train_step = steps_by_stage[stage]
         sums: dict[str, float] = {}
         bar = tqdm(order, desc=f"epoch {epoch + 1}/{cfg.num_epochs}", disable=not progress, leave=False)
         for idx in bar:

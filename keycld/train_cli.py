@@ -41,13 +41,19 @@ def add_train_args(p: argparse.ArgumentParser, model_choice: bool = True) -> Non
     p.add_argument("--num_epochs", type=positive_int, default=None)
     p.add_argument("--num_hidden_dim", type=positive_int, default=None)
     p.add_argument("--num_predicted_steps", type=positive_int, default=None)
+    p.add_argument("--refine_epochs", type=int, default=None,
+                   help="the last N epochs train the dynamics with the --refine_* settings (0 = off)")
+    p.add_argument("--refine_num_predicted_steps", type=positive_int, default=None,
+                   help="num_predicted_steps in the refine epochs")
+    p.add_argument("--refine_dynamics_lr_factor", type=float, default=None,
+                   help="dynamics_lr_factor in the refine epochs")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--num_runs", type=positive_int, default=None, help=f"dataset size (default {d.num_runs})")
     p.add_argument("--num_frames", type=positive_int, default=None, help=f"frames per run (default {d.num_frames})")
     p.add_argument("--max_steps_per_epoch", type=positive_int, default=None)
     p.add_argument("--augment", type=_str2bool, default=None)
     p.add_argument("--preset", choices=tuple(PRESETS), default=None,
-                   help="'paper' = the paper's configuration (default); 'cpu' = h=16, 10 epochs (under 1 h on 2 cores)")
+                   help="'paper' = the paper's configuration (default); 'cpu' = h=16, 10 epochs (under 1 h on 2 cores; the pendulum's last 3 refine its dynamics)")
     p.add_argument("--out", default=None, help="run directory (default runs/MODEL-ENV-INIT-CONTROL-sSEED)")
     p.add_argument("--init_from", default=None, metavar="RUN_DIR",
                    help="start from the weights of another run (fine-tuning with new settings)")

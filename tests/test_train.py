@@ -41,8 +41,11 @@ def test_loss_decreases(tiny_cache):
     assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4])
 
 
-def test_resume_equals_uninterrupted(tiny_cache, tmp_path, monkeypatch):
-    cfg = TrainConfig(**TINY, num_epochs=3)
+@pytest.mark.parametrize("refine", [{}, dict(refine_epochs=1, refine_num_predicted_steps=3,
+                                               refine_dynamics_lr_factor=1.0)], ids=["one-stage", "refine"])
+def test_resume_equals_uninterrupted(tiny_cache, tmp_path, monkeypatch, refine):
+    """Killed in epoch 2 and resumed (across the refine stage's start in the second case)."""
+    cfg = TrainConfig(**TINY, num_epochs=3, **refine)
     full = T.train(cfg, tmp_path / "full", cache_dir=tiny_cache, progress=False, gif=False)
     # interrupt the second run in the middle of epoch 2 (after its first checkpoint)
     real = T.make_train_step
@@ -193,6 +196,66 @@ def test_cpu_preset_keeps_the_loss_horizon_in_seconds():
     assert preset_fields("paper", "cartpole") == {}
     with pytest.raises(ValueError, match="preset"):
         preset_fields("gpu", "pendulum")
+
+
+def test_refine_stage_trains_the_last_epochs_with_its_settings(tiny_cache, tmp_path, monkeypatch):
+    cfg = TrainConfig(**TINY, num_epochs=3, max_steps_per_epoch=1, refine_epochs=2, refine_num_predicted_steps=3,
+                      refine_dynamics_lr_factor=1.0)
+    assert cfg.stage(0) is cfg and cfg.stage(1) == cfg.stage(2)
+    assert (cfg.stage(2).num_predicted_steps, cfg.stage(2).dynamics_lr_factor) == (3, 1.0)
+    assert TrainConfig(**TINY, num_epochs=2, refine_epochs=1, refine_num_predicted_steps=3).stage(1).dynamics_lr_factor \
+        == cfg.dynamics_lr_factor
+    built = []
+    real = T.make_train_step
+
+    def recording(c, m):
+        built.append((c.num_predicted_steps, c.dynamics_lr_factor))
+        return real(c, m)
+
+    monkeypatch.setattr(T, "make_train_step", recording)
+    T.train(cfg, tmp_path / "run", cache_dir=tiny_cache, progress=False, gif=False, validate=False)
+    assert built == [(2, 0.2), (3, 1.0)]  # one step function per stage, in order
+    saved = TrainConfig.load(tmp_path / "run" / "config.json")
+    assert saved == cfg and saved.stage(2).num_predicted_steps == 3
+    # the refine stage's dynamics move 5x faster (Adam: the update scales with the rate)
+    monkeypatch.setattr(T, "make_train_step", real)
+    moved = []
+    for factor in (0.2, 1.0):
+        c = TrainConfig(**TINY, num_epochs=1, dynamics_lr_factor=factor)
+        m = KeyCLD.from_config(c)
+        s0 = T.init_state(c, m)
+        p0 = np.asarray(jax.tree_util.tree_leaves(s0.params["dynamics"])[0]).copy()
+        ds = load_dataset(c.dataset_config(), cache_dir=tiny_cache, progress=False).split("train")
+        s1, _ = T.make_train_step(c, m)(s0, ds.frames[:1], ds.action[:1].astype(np.float32))
+        moved.append(float(np.abs(np.asarray(jax.tree_util.tree_leaves(s1.params["dynamics"])[0]) - p0).max()))
+    assert moved[1] == pytest.approx(5 * moved[0], rel=1e-3)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(refine_epochs=4, refine_num_predicted_steps=3), "refine_epochs must be an integer in \\[0, num_epochs = 3\\]"),
+    (dict(refine_epochs=-1), "refine_epochs"),
+    (dict(refine_epochs=1), "changes nothing"),
+    (dict(refine_epochs=1, refine_num_predicted_steps=6), "refine_num_predicted_steps must be .* got 6"),
+    (dict(refine_epochs=1, refine_dynamics_lr_factor=float("nan")), "refine_dynamics_lr_factor"),
+])
+def test_bad_refine_settings(bad, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**TINY, num_epochs=3, **bad)
+
+
+def test_cpu_preset_refines_the_pendulum_in_one_run():
+    """--preset cpu on the pendulum: 7 epochs at 0.2x on 0.08 s, then 3 at 1x on 0.16 s."""
+    from keycld.train_cli import config_from_args, script_parser
+
+    parser = script_parser("keycld")
+    args = parser.parse_args(["--environment", "pendulum", "--control", "yes", "--preset", "cpu"])
+    cfg = config_from_args(args, parser, "keycld")
+    stages = [(s.num_predicted_steps, s.dynamics_lr_factor) for s in map(cfg.stage, range(cfg.num_epochs))]
+    assert stages == [(4, 0.2)] * 7 + [(8, 1.0)] * 3
+    args = parser.parse_args(["--environment", "pendulum", "--preset", "cpu", "--refine_epochs", "0"])
+    assert config_from_args(args, parser, "keycld").stage(9).num_predicted_steps == 4  # the flag turns it off
+    args = parser.parse_args(["--environment", "cartpole", "--preset", "cpu"])
+    assert config_from_args(args, parser, "keycld").refine_epochs == 0
 
 
 def test_explicit_flags_override_the_preset():

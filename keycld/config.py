@@ -158,19 +158,15 @@ PRESETS: dict[str, dict] = {
 # keypoint left the rod's circle (mean |Φ| 0.26) and V grew two wells, VPT 8.70, and 3 more
 # epochs did not recover it (8.38); at 0.2× (../cpu_preset_pendulum) V is a clean cosine,
 # VPT 9.68, and the same 3 epochs reach 18.78. The cartpole is unmeasured at 1× from scratch.
+# No preset refines inside the run (refine_epochs): from scratch the pendulum's encoder had
+# not localised the keypoint by epoch 7 or 11 (mean |Φ| 0.26-0.28), and 3 refine epochs at
+# 1× on 0.16 s then lowered VPT (9.64 -> 9.32 and 11.58 -> 8.62); they help once it has.
 CPU_PRESET_DYNAMICS_LR_FACTOR = {"pendulum": 0.2, "cartpole": 1.0, "acrobot": 1.0}
 
 # Horizon of the multi-step dynamics loss in seconds under the cpu preset: the pendulum's
 # 4 steps of 0.02 s. At dt = 0.01 s, 4 steps move a falling link about 0.003 image units,
 # below the encoder's jitter, so the potential gets no signal; 8 steps restore 0.08 s.
 CPU_PRESET_HORIZON_S = 0.08
-
-# The cpu preset's refine stage per system: its last epochs train the dynamics at this
-# learning-rate factor on this horizon (s). The pendulum's encoder needs the slow 0.2× start,
-# but its dynamics then gain most at 1× on 0.16 s: 3 such epochs after the 10-epoch preset took
-# validation VPT from 9.68 to 18.78 (benchmarks/results/cpu_preset_pendulum_ft); inside one run
-# the preset spends 7 + 3 epochs. The cartpole and acrobot already learn at 1× (unmeasured).
-CPU_PRESET_REFINE = {"pendulum": dict(epochs=3, dynamics_lr_factor=1.0, horizon_s=0.16)}
 
 
 def preset_fields(name: str, environment: str) -> dict:
@@ -180,9 +176,4 @@ def preset_fields(name: str, environment: str) -> dict:
     if name == "cpu":
         fields["num_predicted_steps"] = max(1, round(CPU_PRESET_HORIZON_S / TASK_SPECS[environment].dt))
         fields["dynamics_lr_factor"] = CPU_PRESET_DYNAMICS_LR_FACTOR[environment]
-        refine = CPU_PRESET_REFINE.get(environment)
-        if refine is not None:
-            fields["refine_epochs"] = refine["epochs"]
-            fields["refine_dynamics_lr_factor"] = refine["dynamics_lr_factor"]
-            fields["refine_num_predicted_steps"] = max(1, round(refine["horizon_s"] / TASK_SPECS[environment].dt))
     return fields

@@ -53,7 +53,7 @@ def add_train_args(p: argparse.ArgumentParser, model_choice: bool = True) -> Non
     p.add_argument("--max_steps_per_epoch", type=positive_int, default=None)
     p.add_argument("--augment", type=_str2bool, default=None)
     p.add_argument("--preset", choices=tuple(PRESETS), default=None,
-                   help="'paper' = the paper's configuration (default); 'cpu' = h=16, 10 epochs (under 1 h on 2 cores; the pendulum's last 3 refine its dynamics)")
+                   help="'paper' = the paper's configuration (default); 'cpu' = h=16, 10 epochs (under 1 h on 2 cores)")
     p.add_argument("--out", default=None, help="run directory (default runs/MODEL-ENV-INIT-CONTROL-sSEED)")
     p.add_argument("--init_from", default=None, metavar="RUN_DIR",
                    help="start from the weights of another run (fine-tuning with new settings)")

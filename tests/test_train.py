@@ -243,19 +243,21 @@ def test_bad_refine_settings(bad, message):
         TrainConfig(**TINY, num_epochs=3, **bad)
 
 
-def test_cpu_preset_refines_the_pendulum_in_one_run():
-    """--preset cpu on the pendulum: 7 epochs at 0.2x on 0.08 s, then 3 at 1x on 0.16 s."""
+def test_refine_flags_build_the_two_stage_recipe_in_one_run():
+    """The shipped pendulum's two stages as one command; no preset refines by itself."""
     from keycld.train_cli import config_from_args, script_parser
 
     parser = script_parser("keycld")
-    args = parser.parse_args(["--environment", "pendulum", "--control", "yes", "--preset", "cpu"])
+    base = ["--environment", "pendulum", "--control", "yes", "--preset", "cpu"]
+    assert config_from_args(parser.parse_args(base), parser, "keycld").refine_epochs == 0
+    args = parser.parse_args(base + ["--num_epochs", "13", "--refine_epochs", "3", "--refine_num_predicted_steps", "8",
+                                     "--refine_dynamics_lr_factor", "1"])
     cfg = config_from_args(args, parser, "keycld")
     stages = [(s.num_predicted_steps, s.dynamics_lr_factor) for s in map(cfg.stage, range(cfg.num_epochs))]
-    assert stages == [(4, 0.2)] * 7 + [(8, 1.0)] * 3
-    args = parser.parse_args(["--environment", "pendulum", "--preset", "cpu", "--refine_epochs", "0"])
-    assert config_from_args(args, parser, "keycld").stage(9).num_predicted_steps == 4  # the flag turns it off
-    args = parser.parse_args(["--environment", "cartpole", "--preset", "cpu"])
-    assert config_from_args(args, parser, "keycld").refine_epochs == 0
+    assert stages == [(4, 0.2)] * 10 + [(8, 1.0)] * 3
+    with pytest.raises(SystemExit):
+        config_from_args(parser.parse_args(base + ["--refine_epochs", "11", "--refine_num_predicted_steps", "8"]),
+                         parser, "keycld")
 
 
 def test_explicit_flags_override_the_preset():

@@ -65,37 +65,30 @@ class TrainConfig:
         _check_choice("control", self.control, CONTROLS)
         _check_choice("model", self.model, MODELS)
         _check_choice("solver", self.solver, SOLVERS)
+        # the refine_* settings are optional (None = the main stage's value) but checked alike
         for name in ("batch_size", "num_epochs", "num_hidden_dim", "num_predicted_steps", "num_runs",
-                     "num_frames"):
+                     "num_frames", "refine_num_predicted_steps"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         for name in ("dynamics_weight", "bce_weight", "constraint_weight"):
             v = getattr(self, name)
             if not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-        for name in ("learning_rate", "sigma", "grad_clip", "dynamics_lr_factor"):
+        for name in ("learning_rate", "sigma", "grad_clip", "dynamics_lr_factor", "refine_dynamics_lr_factor"):
             v = getattr(self, name)
-            if not math.isfinite(v) or v <= 0:
+            if v is not None and (not math.isfinite(v) or v <= 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
         if self.num_hidden_dim < 8 and self.model != "fc":
             raise ValueError(f"num_hidden_dim must be >= 8 (GroupNorm(8)), got {self.num_hidden_dim}")
-        if self.num_predicted_steps > self.num_frames - 3:
-            raise ValueError(f"num_predicted_steps must be <= num_frames - 3 = {self.num_frames - 3}, "
-                             f"got {self.num_predicted_steps}")
+        for name in ("num_predicted_steps", "refine_num_predicted_steps"):
+            v = getattr(self, name)
+            if v is not None and v > self.num_frames - 3:
+                raise ValueError(f"{name} must be <= num_frames - 3 = {self.num_frames - 3}, got {v}")
         if isinstance(self.refine_epochs, bool) or not isinstance(self.refine_epochs, int) \
                 or not 0 <= self.refine_epochs <= self.num_epochs:
             raise ValueError(f"refine_epochs must be an integer in [0, num_epochs = {self.num_epochs}], "
                              f"got {self.refine_epochs!r}")
-        if self.refine_num_predicted_steps is not None and (
-                isinstance(self.refine_num_predicted_steps, bool) or not isinstance(self.refine_num_predicted_steps, int)
-                or not 0 < self.refine_num_predicted_steps <= self.num_frames - 3):
-            raise ValueError(f"refine_num_predicted_steps must be an integer in [1, num_frames - 3 = "
-                             f"{self.num_frames - 3}] or None, got {self.refine_num_predicted_steps!r}")
-        if self.refine_dynamics_lr_factor is not None and not (
-                math.isfinite(self.refine_dynamics_lr_factor) and self.refine_dynamics_lr_factor > 0):
-            raise ValueError(f"refine_dynamics_lr_factor must be a finite number > 0 or None, "
-                             f"got {self.refine_dynamics_lr_factor!r}")
         if self.refine_epochs and self.refine_num_predicted_steps is None and self.refine_dynamics_lr_factor is None:
             raise ValueError(f"refine_epochs = {self.refine_epochs} changes nothing: set refine_num_predicted_steps "
                              f"and/or refine_dynamics_lr_factor, or refine_epochs = 0")

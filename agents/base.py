@@ -8,7 +8,7 @@ read the simulator and a learned-model agent the environment's parameters.
 **Success** (DESIGN §6): the task's sparse reward holds on every step of the final second —
 pendulum within 8° of upright; cartpole |cart| < 0.25 m and pole cosine > 0.995; acrobot tip
 within 0.2 m of the target. On the real env it is read from MuJoCo, on the learned env from the
-keypoints through the known geometry (``keycld_gym.rewards``).
+keypoints through the known geometry (``keycld.systems``).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from keycld.tasks import TASK_SPECS
-from keycld_gym import rewards as R
+from keycld import systems as R
 
 CART_BOUND = 0.25  # m, dm_control cartpole's sparse "centered"
 CART_COSINE_BOUND = 0.995

@@ -84,7 +84,7 @@ from agents.energy_shaping import (GOAL_QPOS, EnergyShapingController, LearnedMo
                                    frame_energy, goal_keypoints)
 from keycld.tasks import check_environment
 from keycld_gym import functional as F
-from keycld_gym import rewards as R
+from keycld import systems as R
 from keycld_gym.loading import pose_keypoints
 
 KINDS = ("grad", "cem")

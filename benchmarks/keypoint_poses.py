@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir")
     args = p.parse_args(argv)
     from keycld.tasks import load_task, render, set_state
-    from keycld.train import load_model
+    from keycld.rundir import load_model
     from keycld_gym.loading import encode_keypoints
 
     model, weights, cfg = load_model(args.run_dir)

@@ -1,4 +1,4 @@
-"""Checkpoints as Flax msgpack (no pickle), written atomically (temporary file + rename)."""
+"""Pytrees as Flax msgpack files (no pickle), written atomically (``keycld.fileio``)."""
 from __future__ import annotations
 
 import os
@@ -6,20 +6,14 @@ from pathlib import Path
 
 from flax import serialization
 
-CHECKPOINT = "checkpoint.msgpack"  # params + optimiser state + counters (resumable)
-PARAMS = "params.msgpack"  # weights only (exported models)
+from keycld import fileio
 
 
 def save(path: str | os.PathLike, tree) -> None:
     """Serialise a pytree of arrays/ints to ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(serialization.to_bytes(tree))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    fileio.write_bytes(path, serialization.to_bytes(tree))
 
 
 def load(path: str | os.PathLike, target):
@@ -31,12 +25,13 @@ def load(path: str | os.PathLike, target):
         raise ValueError(f"checkpoint {path} is unreadable or does not match the model: {err}") from None
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes (identifies the weights a cache was built from)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def load_entry(path: str | os.PathLike, key: str, target):
+    """Restore the entry ``key`` of a serialised dict (e.g. the params of a training checkpoint)
+    with the structure of ``target``, without knowing the rest of the file's structure."""
+    try:
+        raw = serialization.msgpack_restore(Path(path).read_bytes())
+        if not isinstance(raw, dict) or key not in raw:
+            raise ValueError(f"no {key!r} entry")
+        return serialization.from_state_dict(target, raw[key])
+    except Exception as err:
+        raise ValueError(f"checkpoint {path} is unreadable or does not match the model: {err}") from None

@@ -12,32 +12,7 @@ from keycld._xla import configure_xla
 
 configure_xla()
 
-
-class StrictParser(argparse.ArgumentParser):
-    """No abbreviations; unknown options (e.g. the original README's ``---batch_size``) are errors."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    def parse_args(self, args=None, namespace=None):
-        ns, extra = self.parse_known_args(args, namespace)
-        if extra:
-            typo = [a for a in extra if a.startswith("---")]
-            hint = (f" ({typo[0]!r} has three dashes; did you mean {typo[0][1:].split('=')[0]!r}?)"
-                    if typo else "")
-            self.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
-        return ns
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+from keycld.cliutil import StrictParser, positive_int  # noqa: E402
 
 
 def add_dataset_args(p: argparse.ArgumentParser) -> None:
@@ -82,7 +57,9 @@ def cmd_data(args, parser) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(registrars=()) -> argparse.ArgumentParser:
+    """The ``keycld`` parser: data, train, evaluate, reproduce, and the subcommands each of
+    ``registrars`` (callables taking the subparsers action) adds."""
     parser = StrictParser(prog="keycld", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=StrictParser)
 
@@ -95,11 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     from keycld import commands
     commands.register(sub)
+    for register in registrars:
+        register(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, registrars=()) -> int:
+    """Run the command line (``python -m keycld.cli``: keycld's own subcommands; the installed
+    ``keycld`` command is :func:`agents.cli.main`, which adds export and demo)."""
+    parser = build_parser(registrars)
     args = parser.parse_args(argv)
     return args.func(args, args.parser) or 0
 

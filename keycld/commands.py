@@ -1,14 +1,14 @@
-"""Subcommands added by later modules (train, evaluate, reproduce, demo) register here."""
+"""The ``keycld`` subcommands this package defines (train, evaluate, reproduce) register here.
+
+Commands that need the environments or the agents (``export``, ``demo``) are added by the
+full command line, :mod:`agents.cli`, which may import every layer.
+"""
 from __future__ import annotations
+
+from keycld import evaluate_cli, train_cli
 
 
 def register(sub) -> None:
-    """Add the optional subcommands to ``sub`` (an argparse subparsers action)."""
-    for name in ("keycld.train_cli", "keycld.evaluate_cli", "keycld.demo", "keycld_gym.zoo"):
-        try:
-            module = __import__(name, fromlist=["register"])
-        except ModuleNotFoundError as err:
-            if err.name != name:
-                raise
-            continue
+    """Add keycld's subcommands to ``sub`` (an argparse subparsers action)."""
+    for module in (train_cli, evaluate_cli):
         module.register(sub)

@@ -7,11 +7,17 @@ import math
 import os
 from pathlib import Path
 
-from keycld.data import CONTROLS, INIT_MODES, DatasetConfig
+from keycld import fileio
+from keycld.data import CONTROLS, INIT_MODES, DatasetConfig, num_val_runs
 from keycld.model.integrators import SOLVERS
-from keycld.tasks import ENVIRONMENTS, TASK_SPECS
+from keycld.system import System
+from keycld.tasks import ENVIRONMENTS
 
 MODELS = ("keycld", "no_constraint", "node2", "fc")
+# The original README's experiments: 8 dataset configurations × the models above.
+DATASETS = [("pendulum", "no"), ("pendulum", "yes"), ("cartpole", "no"), ("cartpole", "underactuated"),
+            ("cartpole", "yes"), ("acrobot", "no"), ("acrobot", "underactuated"), ("acrobot", "yes")]
+REPRO_MODELS = MODELS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +33,10 @@ class TrainConfig:
     max_steps_per_epoch limits the training sequences seen per epoch (None: all).
     init_from: a run (or exported model) directory whose weights start this run (fine-tuning
     with other settings; same model and num_hidden_dim); None: random initialisation.
+    Your own system: ``environment`` is the System's name, ``system_attr`` the name of the
+    System in the run directory's copy of its spec file, ``data`` the npz of runs (absolute
+    path) and ``data_sha256`` its hash; ``init_mode`` and ``control`` are None and
+    ``num_runs``/``num_frames`` are the data's. For the paper's tasks all four are None.
     refine_epochs: the last refine_epochs of the num_epochs train the dynamics with
     refine_num_predicted_steps and refine_dynamics_lr_factor (each None = unchanged) instead;
     the optimiser state carries over (0 = one stage, the paper's schedule). See ``stage``.
@@ -58,11 +68,25 @@ class TrainConfig:
     refine_epochs: int = 0
     refine_num_predicted_steps: int | None = None
     refine_dynamics_lr_factor: float | None = None
+    system_attr: str | None = None
+    data: str | None = None
+    data_sha256: str | None = None
 
     def __post_init__(self):
-        _check_choice("environment", self.environment, ENVIRONMENTS)
-        _check_choice("init_mode", self.init_mode, INIT_MODES)
-        _check_choice("control", self.control, CONTROLS)
+        if self.user_data:
+            if not (isinstance(self.environment, str) and self.environment):
+                raise ValueError(f"environment must name the System, got {self.environment!r}")
+            if not (isinstance(self.system_attr, str) and self.system_attr.isidentifier()):
+                raise ValueError(f"system_attr must be the System's variable name, got {self.system_attr!r}")
+            if self.init_mode is not None or self.control is not None:
+                raise ValueError("init_mode and control describe the paper's datasets; with data they must be None, "
+                                 f"got {self.init_mode!r}, {self.control!r}")
+        else:
+            if self.system_attr is not None or self.data_sha256 is not None:
+                raise ValueError("system_attr and data_sha256 need data (your own runs)")
+            _check_choice("environment", self.environment, ENVIRONMENTS)
+            _check_choice("init_mode", self.init_mode, INIT_MODES)
+            _check_choice("control", self.control, CONTROLS)
         _check_choice("model", self.model, MODELS)
         _check_choice("solver", self.solver, SOLVERS)
         # the refine_* settings are optional (None = the main stage's value) but checked alike
@@ -79,6 +103,10 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and (not math.isfinite(v) or v <= 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+        n_train = self.num_runs - num_val_runs(self.num_runs)
+        if self.batch_size > n_train:
+            raise ValueError(f"batch_size {self.batch_size} exceeds the {n_train} training runs (num_runs "
+                             f"{self.num_runs} minus {self.num_runs - n_train} validation runs)")
         if self.num_hidden_dim < 8 and self.model != "fc":
             raise ValueError(f"num_hidden_dim must be >= 8 (GroupNorm(8)), got {self.num_hidden_dim}")
         for name in ("num_predicted_steps", "refine_num_predicted_steps"):
@@ -94,7 +122,17 @@ class TrainConfig:
                              f"and/or refine_dynamics_lr_factor, or refine_epochs = 0")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch <= 0:
             raise ValueError(f"max_steps_per_epoch must be positive, got {self.max_steps_per_epoch}")
-        self.dataset_config()  # validates control vs environment
+        for name in ("seed",):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2 ** 31:
+                raise ValueError(f"{name} must be an integer in [0, 2**31), got {v!r}")
+        if not self.user_data:
+            self.dataset_config()  # validates control vs environment
+
+    @property
+    def user_data(self) -> bool:
+        """True for a run on your own npz of runs (``data``), False for a paper dataset."""
+        return self.data is not None
 
     def stage(self, epoch: int) -> "TrainConfig":
         """The settings epoch ``epoch`` (0-based) trains with: this config, or in the last
@@ -109,6 +147,9 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def dataset_config(self) -> DatasetConfig:
+        """The paper dataset this run trains on (not defined for your own runs)."""
+        if self.user_data:
+            raise ValueError(f"run on your own data {self.data!r} has no paper dataset configuration")
         return DatasetConfig(self.environment, self.init_mode, self.control, self.num_runs, self.num_frames)
 
     def to_dict(self) -> dict:
@@ -123,10 +164,7 @@ class TrainConfig:
         return cls(**d)
 
     def save(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        os.replace(tmp, path)
+        fileio.write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TrainConfig":
@@ -162,11 +200,17 @@ CPU_PRESET_DYNAMICS_LR_FACTOR = {"pendulum": 0.2, "cartpole": 1.0, "acrobot": 1.
 CPU_PRESET_HORIZON_S = 0.08
 
 
-def preset_fields(name: str, environment: str) -> dict:
-    """The TrainConfig fields a preset sets for ``environment``."""
+def preset_fields(name: str, system: System | str) -> dict:
+    """The TrainConfig fields a preset sets for ``system`` (a System or a built-in name): the
+    loss horizon from its dt; systems other than the paper's take the dynamics learning-rate
+    factor 1×."""
+    from keycld.systems import BUILTIN, get
+
     _check_choice("preset", name, PRESETS)
+    system = get(system) if isinstance(system, str) else system
     fields = dict(PRESETS[name])
     if name == "cpu":
-        fields["num_predicted_steps"] = max(1, round(CPU_PRESET_HORIZON_S / TASK_SPECS[environment].dt))
-        fields["dynamics_lr_factor"] = CPU_PRESET_DYNAMICS_LR_FACTOR[environment]
+        fields["num_predicted_steps"] = max(1, round(CPU_PRESET_HORIZON_S / system.dt))
+        builtin = BUILTIN.get(system.name) is system
+        fields["dynamics_lr_factor"] = CPU_PRESET_DYNAMICS_LR_FACTOR[system.name] if builtin else 1.0
     return fields

@@ -22,17 +22,16 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import fcntl
-import hashlib
 import json
 import multiprocessing
 import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
+from keycld.fileio import atomic_write, sha256
 from keycld.tasks import ENVIRONMENTS, TASK_SPECS, check_environment
 
 INIT_MODES = ("random", "rest")
@@ -64,7 +63,7 @@ class DatasetConfig:
     @property
     def num_val(self) -> int:
         """Number of validation runs: the last tenth (50 of 500), at least 1."""
-        return max(1, self.num_runs // 10) if self.num_runs > 1 else 0
+        return num_val_runs(self.num_runs)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -270,29 +269,6 @@ def vpt_epsilon(frames: np.ndarray, chunk: int = 32) -> float:
 # ---------------------------------------------------------------------------------------------
 # Cache
 # ---------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(file_obj)`` on a temporary file next to ``path``, then rename it over."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_cache(directory: Path, cfg: DatasetConfig, arrays: dict[str, np.ndarray]) -> None:
     """Write ``data.npz`` then ``manifest.json`` (with the npz hash) atomically."""
     import dm_control
@@ -300,11 +276,11 @@ def write_cache(directory: Path, cfg: DatasetConfig, arrays: dict[str, np.ndarra
 
     directory.mkdir(parents=True, exist_ok=True)
     npz = directory / "data.npz"
-    _atomic_write(npz, lambda f: np.savez_compressed(f, **arrays))
-    manifest = dict(format=FORMAT_VERSION, config=cfg.to_dict(), sha256=_sha256(npz),
+    atomic_write(npz, lambda f: np.savez_compressed(f, **arrays))
+    manifest = dict(format=FORMAT_VERSION, config=cfg.to_dict(), sha256=sha256(npz),
                     epsilon=float(arrays["epsilon"]), dm_control=getattr(dm_control, "__version__", "?"),
                     mujoco=mujoco.__version__)
-    _atomic_write(directory / "manifest.json",
+    atomic_write(directory / "manifest.json",
                   lambda f: f.write(json.dumps(manifest, indent=1).encode()))
 
 
@@ -323,7 +299,7 @@ def read_cache(directory: Path, cfg: DatasetConfig) -> dict[str, np.ndarray]:
         raise CacheError(f"unreadable manifest {man}: {err}") from None
     if manifest.get("format") != FORMAT_VERSION or manifest.get("config") != cfg.to_dict():
         raise CacheError(f"manifest {man} does not match the requested dataset")
-    if _sha256(npz) != manifest.get("sha256"):
+    if sha256(npz) != manifest.get("sha256"):
         raise CacheError(f"content hash mismatch for {npz} (corrupt or truncated)")
     try:
         with np.load(npz, allow_pickle=False) as z:
@@ -338,45 +314,48 @@ class Dataset:
     """A loaded dataset. Frames stay uint8 in memory; ``float_frames`` scales to [0, 1].
 
     Attributes:
-        config: the generation parameters.
         frames: (R, T, 64, 64, 3) uint8.
-        qpos, qvel: (R, T, nq) float64 ground truth (angles in rad, cart in m).
-        time: (R, T) seconds since reset.
-        action: (R, A) the constant action of each run (dataset units, within ±2).
-        seed: (R,) per-run seeds.
-        grid_frames: (16, 16, 64, 64, 3) uint8, grid_qpos: (16, 16, nq) resting-state grid.
+        action: (R, A) the constant action of each run, or (R, T, A) with ``action[:, t]`` held
+            from frame t to t+1 (data units: ``System.action_scale`` × the env's [-1, 1]).
         epsilon: VPT threshold (pixel MSE of the mean training image).
+        dt: seconds between frames.
+        num_val: the last ``num_val`` runs are the validation split.
+        source: where the runs came from (a cache entry name or an npz path).
+        config: the generation parameters of a paper dataset (None for user runs).
+        qpos, qvel: (R, T, nq) float64 ground truth (paper datasets; angles in rad, cart in m).
+        time: (R, T) seconds since reset; seed: (R,) per-run seeds (paper datasets).
+        grid_frames: (16, 16, 64, 64, 3) uint8, grid_qpos: (16, 16, nq) resting-state grid
+            (paper datasets).
     """
 
-    config: DatasetConfig
     frames: np.ndarray
-    qpos: np.ndarray
-    qvel: np.ndarray
-    time: np.ndarray
     action: np.ndarray
-    seed: np.ndarray
-    grid_frames: np.ndarray
-    grid_qpos: np.ndarray
     epsilon: float
-
-    @property
-    def dt(self) -> float:
-        return TASK_SPECS[self.config.environment].dt
+    dt: float
+    num_val: int
+    source: str
+    config: DatasetConfig | None = None
+    qpos: np.ndarray | None = None
+    qvel: np.ndarray | None = None
+    time: np.ndarray | None = None
+    seed: np.ndarray | None = None
+    grid_frames: np.ndarray | None = None
+    grid_qpos: np.ndarray | None = None
 
     def split(self, name: str) -> "Dataset":
         """The ``"train"`` (first runs) or ``"val"`` (last ``num_val`` runs) split, or ``"all"``."""
-        n_val = self.config.num_val
         n = self.frames.shape[0]
         if name == "train":
-            sl = slice(0, n - n_val)
+            sl = slice(0, n - self.num_val)
         elif name == "val":
-            sl = slice(n - n_val, n)
+            sl = slice(n - self.num_val, n)
         elif name == "all":
             sl = slice(0, n)
         else:
             raise ValueError(f"unknown split {name!r}; allowed: train, val, all")
-        return dataclasses.replace(self, frames=self.frames[sl], qpos=self.qpos[sl], qvel=self.qvel[sl],
-                                   time=self.time[sl], action=self.action[sl], seed=self.seed[sl])
+        per_run = {k: getattr(self, k)[sl] for k in ("frames", "action", "qpos", "qvel", "time", "seed")
+                   if getattr(self, k) is not None}
+        return dataclasses.replace(self, num_val=self.num_val if name == "val" else 0, **per_run)
 
     def __len__(self) -> int:
         return self.frames.shape[0]
@@ -386,17 +365,11 @@ class Dataset:
         """uint8 frames -> float32 in [0, 1]."""
         return frames.astype(np.float32) / 255.0
 
-    def iter_batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Shuffled (frames uint8 (B, T, 64, 64, 3), actions (B, A)) batches; drops the remainder."""
-        order = rng.permutation(len(self))
-        for i in range(0, len(order) - batch_size + 1, batch_size):
-            idx = np.sort(order[i:i + batch_size])
-            yield self.frames[idx], self.action[idx].astype(np.float32)
-
 
 def _from_arrays(cfg: DatasetConfig, arrays: dict[str, np.ndarray]) -> Dataset:
-    return Dataset(config=cfg, epsilon=float(arrays["epsilon"]),
-                   **{k: arrays[k] for k in (*_ARRAY_KEYS, "grid_frames", "grid_qpos")})
+    return Dataset(frames=arrays["frames"], action=arrays["action"], epsilon=float(arrays["epsilon"]),
+                   dt=TASK_SPECS[cfg.environment].dt, num_val=cfg.num_val, source=cfg.name, config=cfg,
+                   **{k: arrays[k] for k in ("qpos", "qvel", "time", "seed", "grid_frames", "grid_qpos")})
 
 
 def load_dataset(cfg: DatasetConfig, cache_dir: str | os.PathLike | None = None,
@@ -425,5 +398,82 @@ def load_dataset(cfg: DatasetConfig, cache_dir: str | os.PathLike | None = None,
     return _from_arrays(cfg, arrays)
 
 
-__all__ = ["DatasetConfig", "Dataset", "load_dataset", "generate", "generate_run", "default_cache_dir",
+# ---------------------------------------------------------------------------------------------
+# Your own runs: an npz of frames and actions
+# ---------------------------------------------------------------------------------------------
+MIN_RUNS = 2  # at least one training and one validation run
+MIN_FRAMES = 3  # central differences
+
+
+def num_val_runs(num_runs: int) -> int:
+    """Validation runs of a dataset of ``num_runs``: the last tenth, at least 1 (0 for one run)."""
+    return max(1, num_runs // 10) if num_runs > 1 else 0
+
+
+def check_runs(frames: np.ndarray, actions: np.ndarray, action_dim: int, where: str = "runs") -> None:
+    """Raise ValueError (naming ``where``, the array and what is allowed) unless ``frames`` is
+    uint8 (N, T, 64, 64, 3) with N >= 2, T >= 3 and ``actions`` finite floats (N, A) or
+    (N, T, A) with A = ``action_dim``."""
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
+        raise ValueError(f"{where}: 'frames' must be uint8, got {getattr(frames, 'dtype', type(frames).__name__)}")
+    if frames.ndim != 5 or frames.shape[-1] != 3:
+        raise ValueError(f"{where}: 'frames' must have shape (N, T, 64, 64, 3), got {frames.shape}")
+    if frames.shape[2:4] != (64, 64):
+        raise ValueError(f"{where}: images must be 64×64, got {frames.shape[2]}×{frames.shape[3]} "
+                         "(resize your frames to 64×64 RGB)")
+    n, t = frames.shape[:2]
+    if n < MIN_RUNS:
+        raise ValueError(f"{where}: {n} run(s); at least {MIN_RUNS} are needed (the last tenth, at least one, "
+                         "validates)")
+    if t < MIN_FRAMES:
+        raise ValueError(f"{where}: {t} frames per run; at least {MIN_FRAMES} are needed")
+    if not isinstance(actions, np.ndarray) or actions.dtype.kind != "f":
+        raise ValueError(f"{where}: 'actions' must be float32 (or float64), got "
+                         f"{getattr(actions, 'dtype', type(actions).__name__)}")
+    if actions.shape not in ((n, action_dim), (n, t, action_dim)):
+        width = actions.shape[-1] if actions.ndim else None
+        hint = (f"; the system has action_dim = {action_dim}, the data {width}"
+                if actions.ndim in (2, 3) and actions.shape[:actions.ndim - 1] in ((n,), (n, t)) else "")
+        raise ValueError(f"{where}: 'actions' must have shape (N, A) = {(n, action_dim)} or (N, T, A) = "
+                         f"{(n, t, action_dim)}, got {actions.shape}{hint}")
+    bad = ~np.isfinite(actions)
+    if bad.any():
+        run = int(np.argwhere(bad)[0][0])
+        raise ValueError(f"{where}: 'actions' holds {int(bad.sum())} NaN/inf values (first in run {run})")
+
+
+def load_runs(path: str | os.PathLike, system, expected_sha256: str | None = None) -> Dataset:
+    """A Dataset from an npz of your own runs: ``frames`` uint8 (N, T, 64, 64, 3) and ``actions``
+    float32 (N, A) (constant per run) or (N, T, A) (``actions[:, t]`` held from frame t to t+1),
+    in data units (``system.action_scale`` maps the env's ±1 to them).
+
+    The last ``num_val_runs(N)`` runs validate; ε is computed from the training runs as for the
+    paper's datasets. ``expected_sha256``: refuse a file whose content changed (a run records it).
+    Every check runs before any work and raises ValueError naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"data file {str(path)!r} does not exist")
+    if expected_sha256 is not None and sha256(path) != expected_sha256:
+        raise ValueError(f"data file {str(path)!r} has changed since the run recorded it (SHA-256 differs); "
+                         "pass the original file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = {"frames", "actions"} - set(z.files)
+            if missing:
+                raise ValueError(f"data file {str(path)!r} lacks {sorted(missing)}; it holds {sorted(z.files)} "
+                                 "(needed: frames uint8 (N, T, 64, 64, 3), actions float32 (N, A) or (N, T, A))")
+            frames, actions = z["frames"], z["actions"]
+    except ValueError:
+        raise
+    except Exception as err:  # not a zip, truncated, pickled objects
+        raise ValueError(f"data file {str(path)!r} is not a readable npz: {type(err).__name__}: {err}") from None
+    check_runs(frames, actions, system.action_dim, where=str(path))
+    num_val = num_val_runs(frames.shape[0])
+    eps = vpt_epsilon(frames[: frames.shape[0] - num_val])
+    return Dataset(frames=frames, action=actions.astype(np.float32), epsilon=eps, dt=system.dt, num_val=num_val,
+                   source=str(path))
+
+
+__all__ = ["DatasetConfig", "Dataset", "load_dataset", "load_runs", "check_runs", "generate", "generate_run", "default_cache_dir",
            "vpt_epsilon", "potential_grid", "ENVIRONMENTS", "INIT_MODES", "CONTROLS", "CacheError"]

@@ -5,10 +5,7 @@ frames 0–2) before the per-frame pixel MSE first exceeds the dataset's ε; T�
 """
 from __future__ import annotations
 
-import json
-import os
 from functools import partial
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -51,14 +48,17 @@ def evaluate_vpt(model: KeyCLD, params, dataset) -> dict:
     stats["epsilon"] = float(dataset.epsilon)
     stats["per_sequence"] = vpt.tolist()
     # |Φ| of the predicted keypoints: the known constraints, whether or not the model uses them
-    res = np.abs(np.asarray(jax.vmap(jax.vmap(model.dynamics.constraint_residual))(jnp.asarray(xs))))
-    stats["constraint_residual"] = dict(mean=float(res.mean()), max=float(res.max()),
-                                        median=float(np.median(res)))
+    if model.system.constrained:
+        res = np.abs(np.asarray(jax.vmap(jax.vmap(model.dynamics.constraint_residual))(jnp.asarray(xs))))
+        stats["constraint_residual"] = dict(mean=float(res.mean()), max=float(res.max()),
+                                            median=float(np.median(res)))
     return stats
 
 
-def write_json(path: str | os.PathLike, data: dict) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+def hold_last_frame_vpt(dataset) -> dict:
+    """VPT statistics of the trivial predictor that repeats frame 2 (the newest of the three
+    frames a model sees) for frames 2 … T−1: the floor a learned model must clear."""
+    frames = dataset.frames.astype(np.float32) / 255.0
+    mse = np.mean((frames[:, 2:] - frames[:, 2:3]) ** 2, axis=(2, 3, 4))
+    vpt = np.asarray(vpt_from_mse(jnp.asarray(mse), dataset.epsilon))
+    return vpt_stats(vpt, mse.shape[1])

@@ -8,91 +8,133 @@ from pathlib import Path
 
 import numpy as np
 
+from keycld.config import DATASETS, REPRO_MODELS
+
 SPLITS = ("val", "train", "heldout")
 HELDOUT_FIRST_SEED, HELDOUT_RUNS = 1000, 50
 
 
-def evaluation_dataset(cfg, split: str, cache_dir=None, progress: bool = True):
-    """The sequences a split names: val/train of the training dataset, or 50 held-out runs
-    with seeds 1000–1049 that training never saw."""
-    from keycld.data import DatasetConfig, load_dataset
+def evaluation_dataset(cfg, split: str, system, cache_dir=None, progress: bool = True, data=None):
+    """The sequences to evaluate on, with the training data's ε.
 
+    ``data`` (an npz of runs, as for training) evaluates every run of that file. Otherwise
+    ``split`` names val/train of the training data, or for the paper's tasks ``heldout``: 50
+    runs with seeds 1000–1049 that training never saw.
+    """
+    import dataclasses
+
+    from keycld.data import DatasetConfig, load_dataset, load_runs
+    from keycld.train import load_training_data
+
+    if data is not None:
+        train_eps = load_training_data(cfg, system, cache_dir, progress).epsilon
+        return dataclasses.replace(load_runs(data, system), epsilon=train_eps, num_val=0)
     if split == "heldout":
+        if cfg.user_data:
+            raise ValueError("split 'heldout' generates new runs of the paper's tasks; for your own system pass "
+                             "--data FILE.npz with runs the model did not train on")
         dcfg = DatasetConfig(cfg.environment, cfg.init_mode, cfg.control, HELDOUT_RUNS, cfg.num_frames,
                              first_seed=HELDOUT_FIRST_SEED)
         ds = load_dataset(dcfg, cache_dir=cache_dir, progress=progress)
         train_eps = load_dataset(cfg.dataset_config(), cache_dir=cache_dir, progress=progress).epsilon
-        import dataclasses
         return dataclasses.replace(ds, epsilon=train_eps)  # ε of the training data, as for val
-    return load_dataset(cfg.dataset_config(), cache_dir=cache_dir, progress=progress).split(split)
+    return load_training_data(cfg, system, cache_dir, progress).split(split)
 
 
-def potential_landscape(model, params, dataset, path: Path) -> dict:
-    """Encode the 16×16 grid of resting states, evaluate V on the keypoints, plot as a PNG."""
+def _save_figure(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from keycld import fileio
+
+    fileio.atomic_write(path, lambda f: fig.savefig(f, dpi=100, format="png"))
+    plt.close(fig)
+
+
+def potential_landscape(model, params, dataset, path: Path, max_points: int = 2000) -> dict:
+    """Plot the learned V as a PNG and return its range.
+
+    Paper datasets: V on the encoded 16×16 grid of resting states, against the true joint
+    positions. Otherwise (your own runs, no true states): V at the encoded keypoints of the
+    dataset's frames (at most ``max_points``), one panel per keypoint, each point at that
+    keypoint's position coloured by V of the whole configuration.
+    """
     import jax
     import jax.numpy as jnp
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    grid = jnp.asarray(dataset.grid_frames.reshape(-1, 64, 64, 3), jnp.float32) / 255.0
-    kp, _ = model.encode(params, grid)
-    v = np.asarray(jax.vmap(lambda x: model.dynamics.potential(params["dynamics"], x))(kp)).reshape(16, 16)
-    q = dataset.grid_qpos
-    fig, ax = plt.subplots(figsize=(5, 4))
-    if q.shape[-1] == 1:
-        ax.plot(q.reshape(-1), v.reshape(-1), ".-")
-        ax.set_xlabel("pendulum angle [rad] (0 = upright)")
-        ax.set_ylabel("learned V")
+    potential = jax.jit(jax.vmap(lambda x: model.dynamics.potential(params["dynamics"], x)))
+    encode = jax.jit(lambda f: model.encode(params, f.astype(jnp.float32) / 255.0)[0])
+    if dataset.grid_frames is None:
+        frames = dataset.frames.reshape(-1, 64, 64, 3)
+        pick = np.random.default_rng(0).permutation(len(frames))[:max_points]
+        kp = np.concatenate([np.asarray(encode(jnp.asarray(frames[np.sort(pick[i:i + 256])])))
+                             for i in range(0, len(pick), 256)])
+        v = np.asarray(potential(jnp.asarray(kp)))
+        k = model.num_keypoints
+        fig, axes = plt.subplots(1, k, figsize=(4.2 * k, 4), squeeze=False)
+        for i, ax in enumerate(axes[0]):
+            sc = ax.scatter(kp[:, 2 * i], kp[:, 2 * i + 1], c=v, s=6, cmap="viridis")
+            ax.set_xlim(-1, 1)
+            ax.set_ylim(-1, 1)
+            ax.set_aspect("equal")
+            ax.set_xlabel(f"keypoint {i + 1} x [image units]")
+            ax.set_ylabel(f"keypoint {i + 1} y [image units]")
+        fig.colorbar(sc, ax=axes[0].tolist(), label="learned V")
+        fig.suptitle(f"learned potential at the encoded keypoints, {model.environment}")
     else:
-        names = {"cartpole": ("cart position [m]", "pole angle [rad]"),
-                 "acrobot": ("shoulder angle [rad]", "elbow angle [rad]")}[model.environment]
-        im = ax.imshow(v.T, origin="lower", aspect="auto",
-                       extent=[q[0, 0, 0], q[-1, 0, 0], q[0, 0, 1], q[0, -1, 1]])
-        fig.colorbar(im, ax=ax, label="learned V")
-        ax.set_xlabel(names[0])
-        ax.set_ylabel(names[1])
-    ax.set_title(f"learned potential energy, {model.environment}")
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+        grid = jnp.asarray(dataset.grid_frames.reshape(-1, 64, 64, 3))
+        v = np.asarray(potential(encode(grid))).reshape(16, 16)
+        q = dataset.grid_qpos
+        fig, ax = plt.subplots(figsize=(5, 4))
+        if q.shape[-1] == 1:
+            ax.plot(q.reshape(-1), v.reshape(-1), ".-")
+            ax.set_xlabel("joint angle [rad] (0 = upright)")
+            ax.set_ylabel("learned V")
+        else:
+            im = ax.imshow(v.T, origin="lower", aspect="auto",
+                           extent=[q[0, 0, 0], q[-1, 0, 0], q[0, 0, 1], q[0, -1, 1]])
+            fig.colorbar(im, ax=ax, label="learned V")
+            ax.set_xlabel("joint 1 position (qpos[0])")
+            ax.set_ylabel("joint 2 angle [rad] (qpos[1])")
+        ax.set_title(f"learned potential energy, {model.environment}")
+        fig.tight_layout()
+    _save_figure(fig, path)
     return {"min": float(v.min()), "max": float(v.max())}
 
 
 def cmd_evaluate(args, parser) -> int:
-    from keycld.evaluate import evaluate_vpt, write_json
-    from keycld.train import load_model
+    from keycld import fileio, rundir
+    from keycld.evaluate import evaluate_vpt, hold_last_frame_vpt
 
     run_dir = Path(args.run_dir)
     try:
-        model, params, cfg = load_model(run_dir)
+        model, params, cfg = rundir.load_model(run_dir)
+        ds = evaluation_dataset(cfg, args.split, model.system, args.cache_dir, progress=not args.quiet,
+                                data=args.data)
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))
-    ds = evaluation_dataset(cfg, args.split, args.cache_dir, progress=not args.quiet)
     stats = evaluate_vpt(model, params, ds)
-    stats["split"] = args.split
+    stats["split"] = "data" if args.data else args.split
+    stats["hold_last_frame"] = hold_last_frame_vpt(ds)
     if model.dynamics.lagrangian:
-        # every dataset of a system carries the same 16×16 resting-state grid
-        stats["potential"] = potential_landscape(model, params, ds, run_dir / "potential.png")
-    out = run_dir / ("vpt.json" if args.split == "val" else f"vpt_{args.split}.json")
-    write_json(out, stats)
-    print(f"{run_dir} [{args.split}, {stats['n']} sequences, ε={stats['epsilon']:.5f}]: "
+        stats["potential"] = potential_landscape(model, params, ds, run_dir / rundir.POTENTIAL)
+    out = run_dir / rundir.vpt_file(stats["split"])
+    fileio.write_json(out, stats)
+    where = f"{args.data}" if args.data else args.split
+    print(f"{run_dir} [{where}, {stats['n']} sequences, ε={stats['epsilon']:.5f}]: "
           f"VPT mean {stats['mean']:.2f} ± {stats['std']:.2f}, median {stats['median']:.1f} "
-          f"(max {stats['max_frames']})")
+          f"(max {stats['max_frames']}); holding the last frame: {stats['hold_last_frame']['mean']:.2f}")
     if "constraint_residual" in stats:
         r = stats["constraint_residual"]
         print(f"  constraint residual |Φ(x)| over predicted keypoints: mean {r['mean']:.2e}, "
               f"median {r['median']:.2e}, max {r['max']:.2e}")
-    print(f"  wrote {out}" + (f" and {run_dir / 'potential.png'}" if "potential" in stats else ""))
+    print(f"  wrote {out}" + (f" and {run_dir / rundir.POTENTIAL}" if "potential" in stats else ""))
     return 0
 
 
 # ---- keycld reproduce -------------------------------------------------------------------------
-DATASETS = [("pendulum", "no"), ("pendulum", "yes"), ("cartpole", "no"), ("cartpole", "underactuated"),
-            ("cartpole", "yes"), ("acrobot", "no"), ("acrobot", "underactuated"), ("acrobot", "yes")]
-REPRO_MODELS = ("keycld", "no_constraint", "node2", "fc")
 PAPER_ARGS = ("--batch_size=1 --dynamics_weight=1 --bce_weight=1 --solver=euler --learning_rate=0.0003 "
               "--num_epochs=40 --num_hidden_dim=32 --num_predicted_steps=4")
 
@@ -118,13 +160,15 @@ def vpt_table(root: Path) -> str:
 
 
 def cmd_reproduce(args, parser) -> int:
+    from keycld import rundir
+
     root = Path(args.root)
     commands = reproduce_commands(str(root), args.extra)
     for model, env, control, argv in commands:
         run = root / f"{model}-{env}-random-{control}"
-        if (run / "vpt.json").exists():
+        if (run / rundir.VPT).exists():
             continue
-        if (run / "checkpoint.msgpack").exists():
+        if (run / rundir.CHECKPOINT).exists():
             argv = [sys.executable, "-m", "keycld.cli", "train", f"--resume={run}", "--quiet", "--no_gif"]
         print("$ " + shlex.join(argv), flush=True)
         if not args.dry_run:
@@ -148,7 +192,9 @@ def register(sub) -> None:
     p = sub.add_parser("evaluate", help="VPT, constraint residuals and the potential landscape of a run")
     p.add_argument("run_dir")
     p.add_argument("--split", choices=SPLITS, default="val",
-                   help="val / train of the training dataset, or heldout (seeds 1000-1049)")
+                   help="val / train of the training dataset, or heldout (seeds 1000-1049; paper tasks)")
+    p.add_argument("--data", default=None, metavar="RUNS.npz",
+                   help="evaluate on every run of this npz instead (your own system's unseen runs)")
     p.add_argument("--cache_dir", default=None)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate, parser=p)

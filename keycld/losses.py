@@ -13,9 +13,7 @@ total = reconstruction + dynamics_weight · dynamics + bce_weight · BCE
   the mean over frames and constraints of Φ(x_t)² of the encoded keypoints. The constrained
   dynamics conserve Φ whatever its value, so nothing but the data and the initialisation decides
   which keypoint is which; this term is an experiment in making the constraints pick the order.
-  Measured on the CPU-preset cartpole (benchmarks/results/cpu_preset_cartpole/): weights 10 and
-  100 parked one keypoint at a static point that meets Φ = 0 instead of tracking the pole, so no
-  preset uses it.
+  No preset uses it (benchmarks/results/cpu_preset_cartpole/).
 """
 from __future__ import annotations
 
@@ -27,13 +25,18 @@ from keycld.model.keypoints import central_differences, gaussian_maps
 
 
 def dynamics_loss(model: KeyCLD, params, kp: jnp.ndarray, action: jnp.ndarray, n: int) -> jnp.ndarray:
-    """Multi-step prediction error for encoded keypoints kp (T, 2K)."""
+    """Multi-step prediction error for encoded keypoints kp (T, 2K); action (A,) constant or
+    (T, A) with ``action[t]`` held from frame t to t+1."""
     t = kp.shape[0]
     x, xd = central_differences(kp, model.dt)  # frames 1..T-2
     starts = t - 1 - n
     x0, xd0 = x[:starts], xd[:starts]
     xd0 = jax.vmap(model.dynamics.project_velocity)(x0, xd0)
-    pred, _ = jax.vmap(lambda a, b: model.rollout(params, a, b, action, n))(x0, xd0)  # (S, n, 2K)
+    if action.ndim == 2:  # start i (frame i+1) is driven by action[i+1 .. i+n]
+        us = action[jnp.arange(starts)[:, None] + jnp.arange(1, n + 1)[None, :]]  # (S, n, A)
+        pred, _ = jax.vmap(lambda a, b, u: model.rollout(params, a, b, u, n))(x0, xd0, us)
+    else:
+        pred, _ = jax.vmap(lambda a, b: model.rollout(params, a, b, action, n))(x0, xd0)  # (S, n, 2K)
     # x[i] is frame i+1, so start i is compared with frames i+2 .. i+n+1
     target = kp[jnp.arange(starts)[:, None] + jnp.arange(2, n + 2)[None, :]]
     return jnp.mean(jnp.sum((pred - target) ** 2, axis=(1, 2)))
@@ -61,7 +64,8 @@ def sequence_loss(model: KeyCLD, params, frames_u8: jnp.ndarray, action: jnp.nda
     """Loss of one sequence.
 
     Args:
-        frames_u8: (T, 64, 64, 3) uint8; action: (A,) dataset units; key: augmentation key.
+        frames_u8: (T, 64, 64, 3) uint8; action: (A,) or per frame (T, A), dataset units;
+        key: augmentation key.
     Returns:
         (total loss, dict of the terms).
     """

@@ -1,21 +1,12 @@
 """Training: optimiser, pure jitted train step, and the loop (I/O, logging, checkpoints).
 
-Run directory layout::
-
-    config.json           TrainConfig
-    checkpoint.msgpack    params + optimiser state + counters after the last complete epoch
-    metrics.jsonl         one line per epoch (train loss terms, validation VPT, wall time)
-    vpt.json              final validation VPT (written by evaluation at the end)
-    gifs/epoch_XXX.gif    ground truth | keypoint heatmaps | Gaussian maps | prediction
-
-Killing training loses at most the current epoch; ``resume`` continues from the last complete
+The run directory's files are described in :mod:`keycld.rundir`. Killing training loses at most the current epoch; ``resume`` continues from the last complete
 checkpoint and gives the same result as an uninterrupted run (data order and augmentation
 keys are functions of (seed, epoch, step) only).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -28,10 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from keycld import checkpoint
+from keycld import checkpoint, fileio, rundir
 from keycld.config import TrainConfig
 from keycld.losses import sequence_loss
 from keycld.model.keycld import KeyCLD
+from keycld.system import System
 
 
 class TrainingDiverged(RuntimeError):
@@ -68,7 +60,7 @@ def initial_state(cfg: TrainConfig, model: KeyCLD) -> TrainState:
     if cfg.init_from is None:
         return state
     source = Path(cfg.init_from)
-    _, params, source_cfg = load_model(source)
+    _, params, source_cfg = rundir.load_model(source)
     if (source_cfg.model, source_cfg.num_hidden_dim, source_cfg.environment) != (cfg.model, cfg.num_hidden_dim,
                                                                                 cfg.environment):
         raise ValueError(
@@ -125,70 +117,68 @@ def load_checkpoint(run_dir: Path, cfg: TrainConfig, model: KeyCLD) -> tuple[Tra
     """(state, completed epochs, training wall time so far) from ``run_dir``."""
     # structure only (eval_shape): initialising the networks eagerly costs seconds to minutes
     target = _checkpoint_tree(jax.eval_shape(lambda: init_state(cfg, model)), 0, 0.0)
-    tree = checkpoint.load(run_dir / checkpoint.CHECKPOINT, target)
+    tree = checkpoint.load(Path(run_dir) / rundir.CHECKPOINT, target)
     state = TrainState(tree["params"], tree["opt_state"], jnp.asarray(tree["step"], jnp.int32))
     return state, int(tree["epoch"]), float(tree["wall_time"])
 
 
-def load_model(run_dir: str | os.PathLike) -> tuple[KeyCLD, dict, TrainConfig]:
-    """(model, params, config) of a trained run directory or an exported model directory
-    (``params.msgpack`` with the weights only, see ``keycld_gym.zoo``)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
-    cfg = TrainConfig.load(run_dir / "config.json")
-    model = KeyCLD.from_config(cfg)
-    if not (run_dir / checkpoint.CHECKPOINT).exists() and (run_dir / checkpoint.PARAMS).exists():
-        target = jax.eval_shape(model.init, jax.random.PRNGKey(0))
-        return model, checkpoint.load(run_dir / checkpoint.PARAMS, target), cfg
-    state, _, _ = load_checkpoint(run_dir, cfg, model)
-    return model, state.params, cfg
+def load_training_data(cfg: TrainConfig, system: System, cache_dir=None, progress: bool = True,
+                       workers: int | None = None):
+    """The Dataset a run trains on: a paper dataset (generated and cached if needed) or, for
+    your own system, the npz ``cfg.data`` (checked against ``cfg.data_sha256``)."""
+    from keycld.data import load_dataset, load_runs
 
-
-def _truncate_metrics(path: Path, epochs_done: int) -> None:
-    """Drop metric lines of epochs that have no checkpoint (a killed epoch)."""
-    if not path.exists():
-        return
-    keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["epoch"] <= epochs_done]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(l + "\n" for l in keep))
-    os.replace(tmp, path)
+    if cfg.user_data:
+        data = load_runs(cfg.data, system, cfg.data_sha256)
+        if data.frames.shape[:2] != (cfg.num_runs, cfg.num_frames):
+            raise ValueError(f"{cfg.data} holds {data.frames.shape[0]} runs × {data.frames.shape[1]} frames; "
+                             f"the run was configured for {cfg.num_runs} × {cfg.num_frames}")
+        return data
+    return load_dataset(cfg.dataset_config(), cache_dir=cache_dir, progress=progress, workers=workers)
 
 
 def train(cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, cache_dir=None,
           progress: bool = True, validate: bool = True, gif: bool = True, logger=None,
-          workers: int | None = None) -> dict:
+          workers: int | None = None, system_file: str | os.PathLike | None = None) -> dict:
     """Train (or resume) a run; return the last epoch's metrics.
+
+    A run on your own system (``cfg.data`` set) starts from ``system_file``, the spec file
+    defining ``cfg.system_attr``; it is copied into the run directory, which every later
+    resume, evaluation and export reads instead.
 
     Raises TrainingDiverged on a non-finite loss; the last checkpoint stays as it was.
     """
     from tqdm.auto import tqdm
 
-    from keycld.data import load_dataset
-    from keycld.evaluate import evaluate_vpt, write_json
+    from keycld.evaluate import evaluate_vpt
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    model = KeyCLD.from_config(cfg)
-    metrics_path = run_dir / "metrics.jsonl"
-    if resume and (run_dir / checkpoint.CHECKPOINT).exists():
-        saved = TrainConfig.load(run_dir / "config.json")
+    fileio.remove_stale_temporaries(run_dir)
+    if resume and (run_dir / rundir.CHECKPOINT).exists():
+        saved = TrainConfig.load(run_dir / rundir.CONFIG)
         if saved != cfg:
             raise ValueError(f"config of {run_dir} differs from the requested one; resume with the saved config")
+        model = KeyCLD.from_config(cfg, rundir.load_system(run_dir, cfg))
         state, start_epoch, wall = load_checkpoint(run_dir, cfg, model)
-        _truncate_metrics(metrics_path, start_epoch)
+        rundir.truncate_metrics(run_dir, start_epoch)
     else:
-        if (run_dir / checkpoint.CHECKPOINT).exists():
+        if (run_dir / rundir.CHECKPOINT).exists():
             raise FileExistsError(f"{run_dir} already holds a run; use --resume or another --out")
-        cfg.save(run_dir / "config.json")
+        if cfg.user_data:
+            if system_file is None:
+                raise ValueError("a run on your own data needs system_file, the spec file defining its System")
+            rundir.copy_system_spec(system_file, run_dir)
+        system = rundir.load_system(run_dir, cfg)
+        model = KeyCLD.from_config(cfg, system)
+        cfg.save(run_dir / rundir.CONFIG)
         state, start_epoch, wall = initial_state(cfg, model), 0, 0.0
-        if cfg.init_from is not None:  # the source's budget, kept with the run (vpt_table.run_budget)
-            from keycld.vpt_table import INIT_FROM_FILE, run_budget
-            write_json(run_dir / INIT_FROM_FILE, run_budget(cfg.init_from))
-        if metrics_path.exists():
-            metrics_path.unlink()
+        if cfg.init_from is not None:  # the source's budget, kept with the run (rundir.run_budget)
+            fileio.write_json(run_dir / rundir.INIT_FROM, rundir.run_budget(cfg.init_from))
+        if (run_dir / rundir.METRICS).exists():
+            (run_dir / rundir.METRICS).unlink()
 
-    data = load_dataset(cfg.dataset_config(), cache_dir=cache_dir, progress=progress, workers=workers)
+    data = load_training_data(cfg, model.system, cache_dir, progress, workers)
     train_set, val_set = data.split("train"), data.split("val")
     steps_by_stage: dict = {}  # one jitted step per stage (TrainConfig.stage); same optimiser state layout
     device = jax.devices()[0].device_kind  # hardware of each epoch, for the model card
@@ -211,7 +201,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, ca
                 raise TrainingDiverged(
                     f"non-finite loss at step {step} (epoch {epoch + 1}): "
                     + ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
-                    + f"; the last good checkpoint ({run_dir / checkpoint.CHECKPOINT}) is kept")
+                    + f"; the last good checkpoint ({run_dir / rundir.CHECKPOINT}) is kept")
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix({k: f"{terms[k]:.4g}" for k in ("loss", "reconstruction", "dynamics", "bce", "constraint")
@@ -227,10 +217,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, ca
                 record["val/constraint_residual_mean"] = vpt["constraint_residual"]["mean"]
             if gif:
                 from keycld.visualize import validation_gif
-                validation_gif(model, state.params, val_set, run_dir / "gifs" / f"epoch_{epoch + 1:03d}.gif")
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        checkpoint.save(run_dir / checkpoint.CHECKPOINT, _checkpoint_tree(state, epoch + 1, wall))
+                validation_gif(model, state.params, val_set, run_dir / rundir.gif_file(epoch + 1))
+        rundir.append_metrics(run_dir, record)
+        checkpoint.save(run_dir / rundir.CHECKPOINT, _checkpoint_tree(state, epoch + 1, wall))
         if logger is not None:
             logger(record)
         if progress:
@@ -240,6 +229,6 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, ca
         if vpt is None:  # nothing trained in this call (e.g. resuming a finished run)
             vpt = evaluate_vpt(model, state.params, val_set)
         vpt.update(split="val", epochs=cfg.num_epochs, steps=int(state.step), train_wall_time_s=wall)
-        write_json(run_dir / "vpt.json", vpt)
+        fileio.write_json(run_dir / rundir.VPT, vpt)
         last["vpt"] = vpt
     return last

@@ -19,12 +19,17 @@ def _str2bool(text: str) -> bool:
 
 
 def add_train_args(p: argparse.ArgumentParser, model_choice: bool = True) -> None:
-    from keycld.cli import positive_int
+    from keycld.cliutil import positive_int
     from keycld.data import CONTROLS, ENVIRONMENTS, INIT_MODES
     from keycld.model.integrators import SOLVERS
 
     d = TrainConfig()
     p.add_argument("--environment", choices=ENVIRONMENTS)
+    p.add_argument("--system", default=None, metavar="FILE.py[:NAME]",
+                   help="your own System: a Python file defining SYSTEM (or NAME); needs --data. "
+                        "A built-in name (pendulum, cartpole, acrobot) is the same as --environment")
+    p.add_argument("--data", default=None, metavar="RUNS.npz",
+                   help="your own runs: frames uint8 (N, T, 64, 64, 3) and actions float32 (N, A) or (N, T, A)")
     p.add_argument("--init_mode", choices=INIT_MODES, default=None)
     p.add_argument("--control", choices=CONTROLS, default=None)
     if model_choice:
@@ -64,16 +69,70 @@ def add_train_args(p: argparse.ArgumentParser, model_choice: bool = True) -> Non
     p.add_argument("--quiet", action="store_true")
 
 
+DATA_DEFINED = ("environment", "init_mode", "control", "num_runs", "num_frames")  # what --data fixes
+
+
+def resolve_system(args, parser):
+    """(System, its spec file or None) from --system / --environment; errors before any work."""
+    from keycld import systems
+    from keycld.system import load_system_file
+
+    if args.system is not None and args.system in systems.BUILTIN:
+        if args.environment not in (None, args.system):
+            parser.error(f"--system {args.system} and --environment {args.environment} disagree; give one")
+        if args.data is not None:
+            parser.error(f"--data trains your own system; --system {args.system} is a built-in paper task "
+                         "(its data is generated; drop --data or give --system FILE.py[:NAME])")
+        args.environment = args.system
+        return systems.get(args.system), None
+    if args.system is not None:
+        try:
+            system, path, attr = load_system_file(args.system)
+        except ValueError as err:
+            parser.error(f"--system: {err}")
+        if args.data is None:
+            parser.error(f"--system {args.system} needs --data RUNS.npz (your runs of that system)")
+        given = [f"--{k}" for k in DATA_DEFINED if getattr(args, k, None) is not None]
+        if given:
+            parser.error(f"{', '.join(given)} cannot be combined with --data (the data and the System define them)")
+        return system, (path, attr)
+    if args.data is not None:
+        parser.error("--data needs --system FILE.py[:NAME], the System the runs show")
+    if args.environment is None:
+        parser.error("--environment (pendulum, cartpole, acrobot) or --system FILE.py with --data is required "
+                     "unless --resume is given")
+    return systems.get(args.environment), None
+
+
 def config_from_args(args, parser, model: str | None = None) -> TrainConfig:
+    """The TrainConfig the parsed flags describe; every check runs before any work."""
+    return config_and_spec_from_args(args, parser, model)[0]
+
+
+def config_and_spec_from_args(args, parser, model: str | None = None):
+    """(TrainConfig, your System's spec file or None) from the parsed flags; every check runs
+    before any work."""
+    from keycld.data import load_runs
+    from keycld.fileio import sha256
+
+    system, spec = resolve_system(args, parser)
     fields = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if getattr(args, k, None) is not None}
+    fields.pop("system", None)
     if model is not None:
         fields["model"] = model
-    if args.environment is None:
-        parser.error("--environment is required (allowed: pendulum, cartpole, acrobot) unless --resume is given")
-    preset = preset_fields(args.preset, args.environment) if args.preset else {}
+    if spec is not None:
+        try:
+            data = load_runs(args.data, system)
+        except ValueError as err:
+            parser.error(f"--data: {err}")
+        path = Path(args.data).resolve()
+        fields.update(environment=system.name, init_mode=None, control=None, system_attr=spec[1],
+                      data=str(path), data_sha256=sha256(path),
+                      num_runs=int(data.frames.shape[0]), num_frames=int(data.frames.shape[1]))
+    preset = preset_fields(args.preset, system) if args.preset else {}
     merged = {**preset, **fields}
     try:
-        return TrainConfig(**merged)
+        return TrainConfig(**merged), (None if spec is None else spec[0])
     except ValueError as err:
         parser.error(str(err))
 
@@ -81,24 +140,32 @@ def config_from_args(args, parser, model: str | None = None) -> TrainConfig:
 def run_train(args, parser, model: str | None = None) -> int:
     from keycld.train import TrainingDiverged, train
 
+    system_file = None
     if args.resume:
+        from keycld import rundir
+
         run_dir = Path(args.resume)
-        if not (run_dir / "config.json").exists():
-            parser.error(f"--resume {run_dir}: not a run directory (no config.json)")
-        cfg = TrainConfig.load(run_dir / "config.json")
+        try:
+            cfg = rundir.load_config(run_dir)
+        except (FileNotFoundError, ValueError) as err:
+            parser.error(f"--resume: {err}")
         if args.num_epochs is not None and args.num_epochs != cfg.num_epochs:
             # extending a finished (or running) schedule: the only setting a resume may change
             if args.num_epochs < cfg.num_epochs:
                 parser.error(f"--num_epochs {args.num_epochs} is below the run's {cfg.num_epochs}; "
                              "a resume can only extend the schedule")
             cfg = dataclasses.replace(cfg, num_epochs=args.num_epochs)
-            cfg.save(run_dir / "config.json")
+            cfg.save(run_dir / rundir.CONFIG)
         resume = True
     else:
-        cfg = config_from_args(args, parser, model)
-        run_dir = Path(args.out or f"runs/{cfg.model}-{cfg.environment}-{cfg.init_mode}-{cfg.control}-s{cfg.seed}")
+        cfg, system_file = config_and_spec_from_args(args, parser, model)
+        name = (f"{cfg.model}-{cfg.environment}-s{cfg.seed}" if cfg.user_data
+                else f"{cfg.model}-{cfg.environment}-{cfg.init_mode}-{cfg.control}-s{cfg.seed}")
+        run_dir = Path(args.out or f"runs/{name}")
         resume = False
-        if (run_dir / "checkpoint.msgpack").exists():
+        from keycld import rundir
+
+        if (run_dir / rundir.CHECKPOINT).exists():
             parser.error(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose --out")
     logger = None
     if args.wandb:
@@ -111,7 +178,7 @@ def run_train(args, parser, model: str | None = None) -> int:
         logger = wb.log
     try:
         result = train(cfg, run_dir, resume=resume, cache_dir=args.cache_dir, progress=not args.quiet,
-                       gif=not args.no_gif, logger=logger)
+                       gif=not args.no_gif, logger=logger, system_file=system_file)
     except TrainingDiverged as err:
         print(f"training stopped: {err}", file=sys.stderr)
         return 1
@@ -133,7 +200,7 @@ def register(sub) -> None:
 
 def script_parser(model: str, prog: str | None = None):
     """Parser of ``python keycld/dm.py`` / ``python ablations/*.py`` (the original README's flags)."""
-    from keycld.cli import StrictParser
+    from keycld.cliutil import StrictParser
 
     p = StrictParser(prog=prog or Path(sys.argv[0]).name, description=f"train the {model} model")
     add_train_args(p, model_choice=False)

@@ -15,7 +15,9 @@ import json
 import os
 from pathlib import Path
 
-from keycld.evaluate_cli import DATASETS, REPRO_MODELS
+from keycld import rundir
+from keycld.config import DATASETS, REPRO_MODELS
+from keycld.rundir import _plus, prior_budget, read_json as _read_json
 
 MODEL_LABELS = {"keycld": "KeyCLD", "no_constraint": "no constraint", "node2": "NODE2", "fc": "FC"}
 PAPER_KEYCLD: dict[tuple[str, str], str] = {}  # (env, control) -> reported value; none found
@@ -52,31 +54,13 @@ class RunSummary:
         return (self.steps if self.steps is not None else -1, self.epochs)
 
 
-def _read_json(path: Path):
-    return json.loads(path.read_text())
-
-
-def _last_metrics(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    last = None
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line:
-            try:
-                last = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a kill: keep the previous one
-                continue
-    return last
-
-
 def summarize_run(run_dir: Path, init_mode: str = "random") -> RunSummary | None:
     """The summary of one run directory, or None if it is not a finished run of ``init_mode``.
 
     Raises ValueError / OSError for unreadable files (callers report and skip those).
     """
     run_dir = Path(run_dir)
-    cfg_path, vpt_path = run_dir / "config.json", run_dir / "vpt.json"
+    cfg_path, vpt_path = run_dir / rundir.CONFIG, run_dir / rundir.VPT
     if not (cfg_path.is_file() and vpt_path.is_file()):
         return None
     cfg = _read_json(cfg_path)
@@ -85,8 +69,9 @@ def summarize_run(run_dir: Path, init_mode: str = "random") -> RunSummary | None
     if cfg.get("init_mode", "random") != init_mode:
         return None
     vpt = _read_json(vpt_path)
-    held = _read_json(run_dir / "vpt_heldout.json") if (run_dir / "vpt_heldout.json").is_file() else None
-    last = _last_metrics(run_dir / "metrics.jsonl") or {}
+    held_path = run_dir / rundir.vpt_file("heldout")
+    held = _read_json(held_path) if held_path.is_file() else None
+    last = rundir.last_metrics(run_dir) or {}
     planned = int(cfg.get("num_epochs", 40))
     epochs = last.get("epoch", vpt.get("epochs", planned))
     steps = last.get("step", vpt.get("steps"))
@@ -102,49 +87,6 @@ def summarize_run(run_dir: Path, init_mode: str = "random") -> RunSummary | None
         hidden_dim=int(cfg.get("num_hidden_dim", 32)), preset=cfg.get("preset"),
         wall_time_s=None if wall is None else float(wall), path=run_dir,
         prior_epochs=0 if prior is None else prior["epochs"], device=last.get("device"))
-
-
-INIT_FROM_FILE = "init_from.json"
-
-
-def run_budget(run_dir: str | os.PathLike) -> dict:
-    """What a run directory was trained for, its sources' budgets included (``--init_from``):
-    {"source", "epochs", "steps", "wall_time_s"} (None where unknown), from ``metrics.jsonl``
-    and the run's own ``init_from.json``. Fine-tuning writes this as the new run's
-    ``init_from.json``, so the budget survives when the source directory is gone."""
-    run_dir = Path(run_dir)
-    last = _last_metrics(run_dir / "metrics.jsonl") or {}
-    budget = {"source": str(run_dir), "epochs": last.get("epoch", 0), "steps": last.get("step"),
-              "wall_time_s": last.get("wall_time_s")}
-    cfg_path = run_dir / "config.json"
-    init_from = _read_json(cfg_path).get("init_from") if cfg_path.is_file() else None
-    prior = prior_budget(init_from, run_dir)
-    if prior is not None:
-        budget["epochs"] += prior["epochs"]
-        for k in ("steps", "wall_time_s"):
-            budget[k] = _plus(budget[k], prior[k])
-    return budget
-
-
-def _plus(a, b):
-    """a + b, or None when either is unknown."""
-    return None if a is None or b is None else a + b
-
-
-def prior_budget(init_from: str | None, run_dir: Path) -> dict | None:
-    """The budget (``run_budget``) of the run a fine-tuned ``run_dir`` started from: its
-    ``init_from.json`` if present, else the source directory itself (relative paths: from the
-    current directory, the repository root or beside ``run_dir``); None when there is none."""
-    if not init_from:
-        return None
-    if (Path(run_dir) / INIT_FROM_FILE).is_file():
-        return _read_json(Path(run_dir) / INIT_FROM_FILE)
-    here = Path(__file__).resolve().parent.parent
-    for base in (Path.cwd(), here, run_dir.parent):
-        source = base / init_from
-        if source.resolve() != run_dir.resolve() and (source / "metrics.jsonl").is_file():
-            return run_budget(source)
-    return None
 
 
 def _candidate_dirs(root: Path):

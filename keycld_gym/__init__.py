@@ -1,6 +1,7 @@
 """keycld_gym: trained KeyCLD models as Gymnasium environments, next to the real tasks.
 
-Importing registers ``KeyCLD-{Pendulum,Cartpole,Acrobot}-v0`` (learned) and
+Importing registers ``KeyCLD-v0`` (any trained model: ``gym.make("KeyCLD-v0", checkpoint=DIR)``),
+``KeyCLD-{Pendulum,Cartpole,Acrobot}-v0`` (the shipped models of the paper's systems) and
 ``KeyCLD-{Pendulum,Cartpole,Acrobot}-Real-v0`` (MuJoCo); ``gym.make("keycld_gym:KeyCLD-Cartpole-v0")``
 works without importing first. ``keycld_gym.functional`` is the pure JAX core.
 """
@@ -14,16 +15,19 @@ import keycld  # noqa: E402,F401  (XLA flags before jax starts)
 from gymnasium.envs.registration import register, registry  # noqa: E402
 from keycld_gym.compare import compare  # noqa: E402,F401  (diagnostics; light import)
 
-SYSTEMS = {"Pendulum": "pendulum", "Cartpole": "cartpole", "Acrobot": "acrobot"}
+SYSTEMS = {"Pendulum": "pendulum", "Cartpole": "cartpole", "Acrobot": "acrobot"}  # as keycld_gym.paper.SYSTEMS
 
 
 def _register() -> None:
+    if "KeyCLD-v0" not in registry:
+        register(id="KeyCLD-v0", entry_point="keycld_gym.envs:KeyCLDEnv",
+                 vector_entry_point="keycld_gym.vector:KeyCLDVectorEnv")
     for name in SYSTEMS:
         if f"KeyCLD-{name}-v0" not in registry:
-            register(id=f"KeyCLD-{name}-v0", entry_point=f"keycld_gym.envs:KeyCLD{name}Env",
-                     vector_entry_point=f"keycld_gym.vector:KeyCLD{name}VectorEnv")
+            register(id=f"KeyCLD-{name}-v0", entry_point=f"keycld_gym.paper:KeyCLD{name}Env",
+                     vector_entry_point=f"keycld_gym.paper:KeyCLD{name}VectorEnv")
         if f"KeyCLD-{name}-Real-v0" not in registry:
-            register(id=f"KeyCLD-{name}-Real-v0", entry_point=f"keycld_gym.envs:KeyCLD{name}RealEnv")
+            register(id=f"KeyCLD-{name}-Real-v0", entry_point=f"keycld_gym.paper:KeyCLD{name}RealEnv")
 
 
 _register()

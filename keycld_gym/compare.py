@@ -105,7 +105,8 @@ class CompareResult:
 # ---------------------------------------------------------------------------------------------
 def _check_envs(model_env, real_env):
     """Unwrapped (learned, real) envs, or ValueError naming the mismatch."""
-    from keycld_gym.envs import KeyCLDEnv, KeyCLDRealEnv
+    from keycld_gym.envs import KeyCLDEnv
+    from keycld_gym.paper import KeyCLDRealEnv
 
     learned, real = getattr(model_env, "unwrapped", model_env), getattr(real_env, "unwrapped", real_env)
     if not isinstance(learned, KeyCLDEnv):
@@ -199,7 +200,6 @@ def compare(model_env, real_env, actions, seed: int = 0, out: str | os.PathLike 
     Raises:
         ValueError: wrong env types, system mismatch, real obs_type ≠ "keypoints", bad actions.
     """
-    from keycld.tasks import TASK_SPECS
 
     learned, real = _check_envs(model_env, real_env)
     a = _check_actions(actions, learned.action_space.shape[0])
@@ -208,7 +208,7 @@ def compare(model_env, real_env, actions, seed: int = 0, out: str | os.PathLike 
     d = real_kp.shape[1] // 2
     real_r, learned_r = np.asarray(rec["real_r"], np.float64), np.asarray(rec["learned_r"], np.float64)
     result = CompareResult(
-        system=learned.system, seed=int(seed), dt=float(TASK_SPECS[learned.system].dt), actions=a,
+        system=learned.system, seed=int(seed), dt=float(learned.params.model.system.dt), actions=a,
         real_keypoints=real_kp, learned_keypoints=learned_kp,
         keypoint_error=np.linalg.norm(real_kp[:, :d].astype(np.float64) - learned_kp[:, :d], axis=1),
         real_reward=real_r, learned_reward=learned_r, reward_error=np.abs(real_r - learned_r),
@@ -325,19 +325,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import gymnasium as gym
 
-    from keycld.tasks import TASK_SPECS
+    from keycld import rundir
+    from keycld.systems import get as get_system
     from keycld_gym import SYSTEMS
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.checkpoint is not None and not (Path(args.checkpoint) / "config.json").exists():
-        parser.error(f"--checkpoint {args.checkpoint}: no config.json there (not a run directory)")
+    if args.checkpoint is not None and not rundir.is_run(args.checkpoint):
+        parser.error(f"--checkpoint {args.checkpoint}: not a run or exported-model directory")
     name = {v: k for k, v in SYSTEMS.items()}[args.system]
     try:
         learned = gym.make(f"KeyCLD-{name}-v0", checkpoint=args.checkpoint, bank_size=args.bank_size)
         real = gym.make(f"KeyCLD-{name}-Real-v0", obs_type="keypoints", checkpoint=args.checkpoint)
-        spec = TASK_SPECS[args.system]
-        actions = make_actions(args.actions, args.steps, spec.num_actions, spec.dt, args.seed)
+        spec = get_system(args.system)
+        actions = make_actions(args.actions, args.steps, spec.action_dim, spec.dt, args.seed)
         result = compare(learned, real, actions, seed=args.seed, out=args.out)
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))

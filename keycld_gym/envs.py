@@ -1,7 +1,10 @@
-"""Gymnasium environments: learned KeyCLD models and the paper's real dm_control tasks.
+"""The learned environment: any trained KeyCLD model as a Gymnasium environment.
 
-Both share the action interface (``Box(-1, 1, (A,), float32)``, scaled ×2 to the datasets'
-range) and the ``keypoints`` observation, so a policy moves between them unchanged.
+``gym.make("KeyCLD-v0", checkpoint=DIR)`` works for every run or exported-model directory; the
+System stored with the model gives the spaces, dt, reward and constraint. The paper's named
+ids (``KeyCLD-Pendulum-v0`` …) are this class with a shipped default checkpoint
+(``keycld_gym.paper``, which also holds the real dm_control tasks). Every env shares the action
+interface ``Box(-1, 1, (A,), float32)`` (× ``System.action_scale`` to the data's units).
 """
 from __future__ import annotations
 
@@ -13,15 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium import spaces
 
-from keycld.tasks import TASK_SPECS, check_environment
 from keycld_gym import functional as F
 
 OBS_TYPES_LEARNED = ("keypoints", "pixels")
-OBS_TYPES_REAL = ("state", "pixels", "keypoints")
+RESET_OPTIONS = ("state", "frames")
 RENDER_MODES = (None, "rgb_array")
 
 
-def _check(name: str, value, allowed) -> None:
+def check_choice(name: str, value, allowed) -> None:
     if value not in allowed:
         raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(map(repr, allowed))}")
 
@@ -47,22 +49,67 @@ def keypoint_space(params: F.EnvParams) -> spaces.Box:
 _step = jax.jit(F.step)
 _render = jax.jit(F.render)
 _reset = jax.jit(F.reset)
+_project = jax.jit(F.project)
+
+
+def check_frames(frames, what: str = "options['frames']") -> np.ndarray:
+    """Three camera frames for an encoded start: uint8 (3, 64, 64, 3), else ValueError."""
+    f = np.asarray(frames)
+    if f.dtype != np.uint8:
+        raise ValueError(f"{what} must be uint8 RGB frames, got dtype {f.dtype}")
+    if f.shape != (3, 64, 64, 3):
+        raise ValueError(f"{what} must have shape (3, 64, 64, 3) (three consecutive 64×64 RGB frames), "
+                         f"got {f.shape}")
+    return f
+
+
+MANIFOLD_TOL = 1e-5  # image units (per second for ẋ): a start state this close counts as on it
+
+
+def on_manifold(state: F.EnvState, params: F.EnvParams) -> F.EnvState:
+    """``state`` itself when it lies on Φ(x) = c with ẋ tangent (within ``MANIFOLD_TOL``), else
+    its projection: an encoded state passes through bit for bit, an off-manifold one is fixed."""
+    if not params.model.dynamics.constrained:
+        return state
+    phi = F.manifold(params)
+    d = jax.jacfwd(phi)(state.x)
+    if float(jnp.max(jnp.abs(phi(state.x)))) <= MANIFOLD_TOL and float(jnp.max(jnp.abs(d @ state.xd))) <= MANIFOLD_TOL:
+        return state
+    x, xd = _project(state.x, state.xd, params)
+    return F.EnvState(x, xd, state.t)
+
+
+def check_state(vec, params: F.EnvParams, what: str = "options['state']") -> np.ndarray:
+    """A keypoint state [x, ẋ] (4K,) inside the observation space, else ValueError."""
+    v = np.asarray(vec)
+    if v.dtype.kind not in "fiu":
+        raise ValueError(f"{what} must be real numbers, got dtype {v.dtype}")
+    v = v.astype(np.float32)
+    d = 2 * params.dim
+    if v.shape != (d,):
+        raise ValueError(f"{what} must be {d} finite floats [x, ẋ], got shape {v.shape}")
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"{what} must be {d} finite floats [x, ẋ], got {v.tolist()}")
+    space = keypoint_space(params)
+    if not space.contains(v):
+        raise ValueError(f"{what} {v.tolist()} is outside {space}")
+    return v
 
 
 class KeyCLDEnv(gym.Env):
-    """A trained KeyCLD model as a Gymnasium environment (see the registered subclasses).
+    """A trained KeyCLD model as a Gymnasium environment.
 
     ## Description
     The state is K keypoints in image coordinates (x right, y up, [-1, 1] spans the 64×64
     image) and their velocities. A step integrates the learned constrained Lagrangian dynamics
-    over one control step (dt of the dataset: 0.02 s pendulum, 0.01 s cartpole/acrobot) with
-    fixed-step RK4 (4 sub-steps; ``integrator="euler"`` available), then projects back onto the
-    constraint manifold Φ(x) = 0 and its tangent space so long rollouts do not drift.
+    over one control step (the System's dt) with fixed-step RK4 (4 sub-steps;
+    ``integrator="euler"`` available), then projects back onto the constraint manifold
+    Φ(x) = c and its tangent space so long rollouts do not drift.
 
     ## Action Space
-    ``Box(-1, 1, (A,), float32)``; each component is multiplied by 2 (the datasets' action
-    range, raw MuJoCo control) before it reaches the dynamics. NaN/inf or out-of-range actions
-    raise ``ValueError``.
+    ``Box(-1, 1, (A,), float32)``; multiplied by the System's ``action_scale`` (the data's
+    action units) before it reaches the dynamics. NaN/inf or out-of-range actions raise
+    ``ValueError``.
 
     ## Observation Space
     ``obs_type="keypoints"``: ``[x_1, y_1, …, x_K, y_K, ẋ_1, ẏ_1, …]`` (4K float32) in
@@ -70,46 +117,52 @@ class KeyCLDEnv(gym.Env):
     (``info["saturated"]``). ``obs_type="pixels"``: the learned renderer's 64×64×3 uint8 frame.
 
     ## Rewards
-    dm_control's swing-up reward of the system, computed from the keypoints through the known
-    geometry (``keycld_gym.rewards``).
+    The System's reward of the keypoint state and the action (0 when it has none); for the
+    paper's tasks dm_control's swing-up reward through the known geometry.
 
     ## Starting State
-    One of a bank of initial states: the real task's swing-up reset, rendered by MuJoCo,
-    encoded, central-differenced (64 by default, cached in the run directory). Deterministic
-    for a given seed. ``options={"state": [x, ẋ]}`` sets an explicit keypoint state.
+    One of a bank of encoded initial states shipped with the model (the paper's tasks: real
+    swing-up resets; your own system: the first frames of the training runs). Deterministic
+    for a given seed. ``options={"state": [x, ẋ]}`` starts from a keypoint state (projected
+    onto the manifold); ``options={"frames": F}``, F uint8 (3, 64, 64, 3) three consecutive
+    camera frames, starts where the encoder puts them (central difference, middle frame: the
+    VPT protocol).
 
     ## Episode End
-    Never terminates; truncated after 1000 steps (as in dm_control).
+    Never terminates; truncated after 1000 steps.
 
     ## Info
-    ``energy`` (total learned energy), ``constraint_residual`` (max |Φ(x)|), ``saturated``.
+    ``energy`` (total learned energy), ``constraint_residual`` (max |Φ(x) − c|), ``saturated``.
 
     ## Arguments
-    ``gym.make("KeyCLD-Cartpole-v0", checkpoint=None, obs_type="keypoints",
-    render_mode=None, integrator="rk4", substeps=4, bank_size=64)``; ``checkpoint`` is a run
-    directory of ``keycld train`` (default: the model shipped for the system).
+    ``gym.make("KeyCLD-v0", checkpoint=DIR, obs_type="keypoints", render_mode=None,
+    integrator="rk4", substeps=4, bank_size=None)``; ``checkpoint`` is a run directory of
+    ``keycld train`` or an exported model (``keycld export``).
 
     ## Version History
     v0: first version.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
-    system: str = ""
+    system: str = ""  # the paper's named ids set this: the shipped model of that system
 
-    def __init__(self, system: str | None = None, checkpoint=None, obs_type: str = "keypoints",
-                 render_mode: str | None = None, integrator: str = "rk4", substeps: int = 4,
-                 bank_size: int = 64):
+    def __init__(self, checkpoint=None, obs_type: str = "keypoints", render_mode: str | None = None,
+                 integrator: str = "rk4", substeps: int = 4, bank_size: int | None = None,
+                 system: str | None = None):
         from keycld_gym.loading import load_env_params
 
-        system = system or self.system
-        check_environment(system)
-        _check("obs_type", obs_type, OBS_TYPES_LEARNED)
-        _check("render_mode", render_mode, RENDER_MODES)
-        self.system, self.obs_type, self.render_mode = system, obs_type, render_mode
+        system = system or self.system or None
+        check_choice("obs_type", obs_type, OBS_TYPES_LEARNED)
+        check_choice("render_mode", render_mode, RENDER_MODES)
+        if checkpoint is None and system is None:
+            raise ValueError("KeyCLD-v0 needs checkpoint=DIR: a run directory of `keycld train` or a model "
+                             "exported by `keycld export`")
+        self.obs_type, self.render_mode = obs_type, render_mode
         self.params, self.bank = load_env_params(system, checkpoint, integrator, substeps, bank_size)
-        self.metadata = {**self.metadata, "render_fps": int(round(1 / TASK_SPECS[system].dt))}
-        a = TASK_SPECS[system].num_actions
-        self.action_space = spaces.Box(-1.0, 1.0, (a,), np.float32)
+        self.spec_system = self.params.model.system
+        self.system = self.spec_system.name
+        self.metadata = {**self.metadata, "render_fps": int(round(1 / self.spec_system.dt))}
+        self.action_space = spaces.Box(-1.0, 1.0, (self.spec_system.action_dim,), np.float32)
         self.observation_space = (keypoint_space(self.params) if obs_type == "keypoints"
                                   else spaces.Box(0, 255, (64, 64, 3), np.uint8))
         self._state: F.EnvState | None = None
@@ -131,18 +184,19 @@ class KeyCLDEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         options = options or {}
-        unknown = set(options) - {"state"}
+        unknown = set(options) - set(RESET_OPTIONS)
         if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; allowed: 'state'")
+            raise ValueError(f"unknown reset options {sorted(unknown)}; allowed: one of {', '.join(RESET_OPTIONS)}")
+        if len(options) > 1:
+            raise ValueError(f"reset options {' and '.join(sorted(options))} exclude each other; give one")
         if "state" in options:
-            vec = np.asarray(options["state"], np.float32)
-            if vec.shape != (2 * self.params.dim,) or not np.all(np.isfinite(vec)):
-                raise ValueError(f"options['state'] must be {2 * self.params.dim} finite floats [x, ẋ], "
-                                 f"got shape {vec.shape}")
-            space = keypoint_space(self.params)
-            if not space.contains(vec):
-                raise ValueError(f"options['state'] {vec.tolist()} is outside {space}")
-            self._state = F.state_from_vector(jnp.asarray(vec))
+            vec = check_state(options["state"], self.params)
+            self._state = on_manifold(F.state_from_vector(jnp.asarray(vec)), self.params)
+        elif "frames" in options:
+            from keycld_gym.loading import encode_central
+            frames = check_frames(options["frames"])
+            vec = encode_central(self.params.model, self.params.weights, frames, self.params.constraint_offset)
+            self._state = F.state_from_vector(jnp.asarray(vec, jnp.float32))
         else:
             key = jax.random.PRNGKey(int(self.np_random.integers(0, 2 ** 31 - 1)))
             self._state = _reset(key, self.params)
@@ -164,238 +218,3 @@ class KeyCLDEnv(gym.Env):
         if self._state is None:
             raise RuntimeError("call reset() before render()")
         return np.asarray(_render(self._state, self.params))
-
-
-class KeyCLDPendulumEnv(KeyCLDEnv):
-    """Learned pendulum (K = 1 keypoint, A = 1).
-
-    | obs index | meaning                       | unit              |
-    |-----------|-------------------------------|-------------------|
-    | 0, 1      | bob keypoint x, y             | image units       |
-    | 2, 3      | bob keypoint ẋ, ẏ             | image units / s   |
-
-    | action | meaning       | min | max |
-    |--------|---------------|-----|-----|
-    | 0      | hinge torque  | -1  | 1   | (×2 control, motor gear 2)
-
-    Reward: 1 while the pole is within 8° of upright, else 0 (sparse, dm_control).
-    """
-    system = "pendulum"
-
-
-class KeyCLDCartpoleEnv(KeyCLDEnv):
-    """Learned cartpole (K = 2 keypoints: 1 = cart, 2 = pole; A = 2).
-
-    | obs index | meaning                          | unit            |
-    |-----------|----------------------------------|-----------------|
-    | 0–3       | cart x, y; pole x, y             | image units     |
-    | 4–7       | their velocities                 | image units / s |
-
-    | action | meaning              | min | max |
-    |--------|----------------------|-----|-----|
-    | 0      | force on the cart    | -1  | 1   | (×2 control, gear 4)
-    | 1      | torque on the pole   | -1  | 1   | (×2 control, gear 1; 0 = stock underactuated)
-
-    Reward: dm_control's smooth swing-up reward (upright · centred · small control · small
-    angular velocity).
-    """
-    system = "cartpole"
-
-
-class KeyCLDAcrobotEnv(KeyCLDEnv):
-    """Learned acrobot (K = 2 keypoints: 1 = upper arm, 2 = lower arm; A = 2).
-
-    | obs index | meaning                          | unit            |
-    |-----------|----------------------------------|-----------------|
-    | 0–3       | upper x, y; lower x, y           | image units     |
-    | 4–7       | their velocities                 | image units / s |
-
-    | action | meaning          | min | max |
-    |--------|------------------|-----|-----|
-    | 0      | shoulder torque  | -1  | 1   | (×2 control, gear 2)
-    | 1      | elbow torque     | -1  | 1   | (×2 control, gear 2)
-
-    Reward: dm_control's smooth reward for the tip reaching the 0.2 m target above the
-    shoulder.
-    """
-    system = "acrobot"
-
-
-for _cls in (KeyCLDPendulumEnv, KeyCLDCartpoleEnv, KeyCLDAcrobotEnv):
-    _cls.__doc__ += "\n    ## Description" + KeyCLDEnv.__doc__.split("## Description", 1)[1]
-
-
-# ---------------------------------------------------------------------------------------------
-# Real environments
-# ---------------------------------------------------------------------------------------------
-STATE_LAYOUT = {  # dm_control observation keys in order, with their finite bounds
-    "pendulum": (("orientation", 1.0), ("velocity", 100.0)),
-    "cartpole": (("position", None), ("velocity", 100.0)),
-    "acrobot": (("orientations", 1.0), ("velocity", 100.0)),
-}
-CART_POSITION_LIMIT = 20.0  # metres; the paper's slider is unlimited
-
-
-class KeyCLDRealEnv(gym.Env):
-    """The paper's dm_control swing-up task (``keycld.tasks``) with the learned envs' interface.
-
-    ## Description
-    Upstream dm_control with the paper's XML changes, wrapped through shimmy's
-    ``DmControlCompatibilityV0``. MuJoCo integrates the true physics.
-
-    ## Action Space
-    ``Box(-1, 1, (A,), float32)`` multiplied by 2 before it reaches MuJoCo (the datasets'
-    range) — the same as the learned environments. NaN/inf or out-of-range actions raise.
-
-    ## Observation Space
-    ``obs_type="state"``: dm_control's observation flattened in key order (pendulum:
-    orientation (cos, sin), angular velocity; cartpole: cart position, pole (cos, sin),
-    velocities; acrobot: orientations, velocities), float32, velocities within ±100 and the
-    cart within ±20 m (the state saturates there, ``info["saturated"]``).
-    ``obs_type="pixels"``: the 64×64×3 uint8 frame of camera 0.
-    ``obs_type="keypoints"``: the trained encoder (``checkpoint``) on the last three frames:
-    ``[x, ẋ]`` with ẋ the backward difference, projected — what a policy sees in the learned env.
-
-    ## Rewards
-    dm_control's own swing-up reward.
-
-    ## Starting State
-    dm_control's swing-up reset, then two control steps with zero action so that three frames
-    exist for the keypoint velocity (done for every obs_type, so episodes are comparable).
-
-    ## Episode End
-    Truncated after 1000 steps (dm_control's time limit).
-
-    ## Arguments
-    ``gym.make("KeyCLD-Pendulum-Real-v0", obs_type="state", render_mode=None, checkpoint=None)``.
-
-    ## Version History
-    v0: first version.
-    """
-
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
-    system: str = ""
-
-    def __init__(self, system: str | None = None, obs_type: str = "state", render_mode: str | None = None,
-                 checkpoint=None):
-        from shimmy import DmControlCompatibilityV0
-
-        from keycld.tasks import load_task
-
-        system = system or self.system
-        check_environment(system)
-        _check("obs_type", obs_type, OBS_TYPES_REAL)
-        _check("render_mode", render_mode, RENDER_MODES)
-        self.system, self.obs_type, self.render_mode = system, obs_type, render_mode
-        self.metadata = {**self.metadata, "render_fps": int(round(1 / TASK_SPECS[system].dt))}
-        self._dm = DmControlCompatibilityV0(load_task(system))
-        self.physics = self._dm._env.physics
-        a = TASK_SPECS[system].num_actions
-        self.action_space = spaces.Box(-1.0, 1.0, (a,), np.float32)
-        self._frames: list[np.ndarray] = []
-        self._keypoints: list[np.ndarray] = []
-        self._camera = None  # one reused camera-0 renderer (created on the first frame)
-        self._needs_frames = obs_type in ("pixels", "keypoints")  # else render only on demand
-        self._started = False
-        self.model = None
-        if obs_type == "keypoints":
-            from keycld_gym.loading import load_model_params
-            params = load_model_params(system, checkpoint)
-            self.model, self.weights = params.model, params.weights
-            self.constraint_offset = params.constraint_offset
-            self.observation_space = keypoint_space(params)
-        elif obs_type == "pixels":
-            self.observation_space = spaces.Box(0, 255, (64, 64, 3), np.uint8)
-        else:
-            self.observation_space = self._state_space()
-
-    def _state_space(self) -> spaces.Box:
-        lows, highs = [], []
-        for key, bound in STATE_LAYOUT[self.system]:
-            n = int(np.prod(self._dm._env.observation_spec()[key].shape))
-            if key == "position":  # cartpole: [cart, cos, sin]
-                hi = np.array([CART_POSITION_LIMIT] + [1.0] * (n - 1))
-            else:
-                hi = np.full(n, bound)
-            lows.append(-hi)
-            highs.append(hi)
-        return spaces.Box(np.concatenate(lows).astype(np.float32), np.concatenate(highs).astype(np.float32),
-                          dtype=np.float32)
-
-    def _frame(self) -> np.ndarray:
-        if self._camera is None:
-            from keycld.tasks import CameraRenderer
-            self._camera = CameraRenderer(self.physics)
-        return self._camera()
-
-    def _observe(self, dm_obs) -> tuple[np.ndarray, bool]:
-        if self.obs_type == "pixels":
-            return self._frames[-1], False
-        if self.obs_type == "keypoints":
-            from keycld_gym.loading import backward_state, encode_keypoints
-            new = self._frames[-1:] if self._keypoints else self._frames  # one new frame per step
-            self._keypoints = (self._keypoints + list(encode_keypoints(self.model, self.weights, np.stack(new))))[-3:]
-            obs = backward_state(self.model, np.stack(self._keypoints), self.constraint_offset).astype(np.float32)
-        else:
-            obs = np.concatenate([np.ravel(dm_obs[k]) for k, _ in STATE_LAYOUT[self.system]]).astype(np.float32)
-        clipped = np.clip(obs, self.observation_space.low, self.observation_space.high)
-        return clipped, bool(np.any(clipped != obs))
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        if options:
-            raise ValueError(f"unknown reset options {sorted(options)}; the real envs take none")
-        dm_seed = int(self.np_random.integers(0, 2 ** 31 - 1))
-        self._dm.reset(seed=dm_seed)
-        zero = np.zeros(self.action_space.shape)
-        self._frames = [self._frame()] if self._needs_frames else []
-        self._keypoints = []  # keypoints of the last frames (obs_type keypoints)
-        for _ in range(2):
-            dm_obs, *_ = self._dm.step(zero)
-            if self._needs_frames:
-                self._frames.append(self._frame())
-        self._started = True
-        obs, saturated = self._observe(dm_obs)
-        return obs, {"saturated": saturated, "qpos": self.physics.data.qpos.copy(),
-                     "qvel": self.physics.data.qvel.copy()}
-
-    def step(self, action):
-        if not self._started:
-            raise RuntimeError("call reset() before step()")
-        a = check_action(action, self.action_space)
-        dm_obs, reward, terminated, truncated, _ = self._dm.step(a.astype(np.float64) * 2.0)
-        if self._needs_frames:
-            self._frames = self._frames[-2:] + [self._frame()]
-        obs, saturated = self._observe(dm_obs)
-        return obs, float(reward), bool(terminated), bool(truncated), {
-            "saturated": saturated, "qpos": self.physics.data.qpos.copy(), "qvel": self.physics.data.qvel.copy()}
-
-    def render(self):
-        if self.render_mode is None:
-            gym.logger.warn("render() called without render_mode; use render_mode='rgb_array'")
-            return None
-        if not self._started:
-            raise RuntimeError("call reset() before render()")
-        return self._frames[-1] if self._needs_frames else self._frame()
-
-
-class KeyCLDPendulumRealEnv(KeyCLDRealEnv):
-    """The paper's pendulum swing-up (MuJoCo), same interface as ``KeyCLD-Pendulum-v0``.
-    """
-    system = "pendulum"
-
-
-class KeyCLDCartpoleRealEnv(KeyCLDRealEnv):
-    """The paper's cartpole swing-up (MuJoCo, pole actuated), same interface as ``KeyCLD-Cartpole-v0``.
-    """
-    system = "cartpole"
-
-
-class KeyCLDAcrobotRealEnv(KeyCLDRealEnv):
-    """The paper's acrobot swing-up (MuJoCo, both joints actuated), same interface as ``KeyCLD-Acrobot-v0``.
-    """
-    system = "acrobot"
-
-
-for _cls in (KeyCLDPendulumRealEnv, KeyCLDCartpoleRealEnv, KeyCLDAcrobotRealEnv):
-    _cls.__doc__ += "\n    ## Description" + KeyCLDRealEnv.__doc__.split("## Description", 1)[1]

@@ -18,8 +18,8 @@ actions), e.g. the gradient of an H-step return::
     jax.grad(ret)(actions)
 
 Units: keypoints x in image units ([-1, 1] spans the image, y up), ẋ in image units per
-second; actions in [-1, 1], multiplied by ``action_scale`` (2: the datasets' range) before they
-reach the dynamics.
+second; actions in [-1, 1], multiplied by ``action_scale`` (the System's: the data's action
+units) before they reach the dynamics.
 """
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ from flax import struct
 
 from keycld.model import constraints as C
 from keycld.model.keycld import KeyCLD
-from keycld_gym.rewards import REWARDS
 
 INTEGRATORS = ("rk4", "euler")
 
@@ -54,7 +53,7 @@ class EnvParams:
         bank: (N, 4K) encoded initial states [x, ẋ] from the real task's reset distribution.
         model: the KeyCLD description (static).
         integrator: "rk4" (default) or "euler"; substeps per control step.
-        action_scale: actions in [-1, 1] are multiplied by this (dataset units).
+        action_scale: actions in [-1, 1] are multiplied by this (data units; the System's).
         max_steps: episode length (truncation), 1000 as in dm_control.
         position_limit, velocity_limit: the state saturates at these bounds (image units and
             image units per second); ``info["saturated"]`` reports when it does.
@@ -123,12 +122,15 @@ def constraint_residual(state: EnvState, params: EnvParams) -> jnp.ndarray:
 
 
 def reward(state: EnvState, ctrl: jnp.ndarray, params: EnvParams) -> jnp.ndarray:
-    """dm_control's swing-up reward of the system, from keypoints (``keycld_gym.rewards``)."""
-    return REWARDS[params.model.environment](state.x, state.xd, ctrl).astype(jnp.float32)
+    """The System's reward of (x, ẋ, ctrl) (ctrl in data units), 0 for a System without one."""
+    fn = params.model.system.reward
+    if fn is None:
+        return jnp.zeros((), jnp.float32)
+    return jnp.asarray(fn(state.x, state.xd, ctrl)).astype(jnp.float32)
 
 
 def step(state: EnvState, action: jnp.ndarray, params: EnvParams):
-    """One control step (dt of the dataset) of the learned constrained dynamics.
+    """One control step (the System's dt) of the learned constrained dynamics.
 
     Args:
         state: current state; action: (A,) in [-1, 1] (not checked here; the Gymnasium

@@ -1,4 +1,10 @@
-"""Loading a trained model as environment parameters, and the bank of encoded initial states."""
+"""Loading a trained model as environment parameters, and the bank of encoded initial states.
+
+The reset bank of a model of one of the paper's tasks holds encoded real resets (MuJoCo,
+the task's own reset distribution); the bank of your own system holds the encoded first three
+frames of every training run. ``keycld export`` writes the bank into the exported model, so
+loading an export only reads files.
+"""
 from __future__ import annotations
 
 import os
@@ -9,20 +15,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from keycld import fileio, rundir
 from keycld.model import constraints as C
 from keycld.model.keycld import KeyCLD
 from keycld.model.keypoints import central_differences
 from keycld_gym.functional import INTEGRATORS, EnvParams
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-BANK_FILE = "reset_bank.npz"
+BANK_FILE = rundir.BANK
 BANK_VERSION = 4  # bump when the encoding of bank states changes
+MAX_DATA_BANK = 4096  # a user system's bank: the first three frames of up to this many training runs
 
 
 def default_checkpoint(system: str) -> Path:
     """The shipped model directory of ``system`` (raises if none ships yet)."""
     path = MODELS_DIR / system
-    if not (path / "config.json").exists():
+    if not (path / rundir.CONFIG).exists():
         raise FileNotFoundError(
             f"no shipped model for {system!r} in {MODELS_DIR}; pass checkpoint=RUN_DIR "
             f"(train one with `keycld train --environment {system} --control yes`)")
@@ -43,7 +51,7 @@ def _project(model: KeyCLD, x, xd, offset):
 
 
 def _num_constraints(model: KeyCLD) -> int:
-    return len(model.dynamics.phi(jnp.zeros(2 * model.num_keypoints)))
+    return model.system.num_constraints if model.dynamics.constrained else 0
 
 
 def _offset(model: KeyCLD, offset) -> jnp.ndarray:
@@ -161,22 +169,44 @@ def build_bank(system: str, model: KeyCLD, weights, size: int, seed: int = 0) ->
             "qvel": np.stack([k[2] for k in kps]), "seeds": np.asarray(seeds), "constraint_offset": offset}
 
 
-def weights_file(run_dir: Path) -> Path:
-    """The file holding a run's weights: ``checkpoint.msgpack`` (training run) or
-    ``params.msgpack`` (exported model)."""
-    from keycld import checkpoint
+def build_data_bank(model: KeyCLD, weights, dataset) -> dict[str, np.ndarray]:
+    """Encoded initial states of a user system: frames 0–2 of each training run of ``dataset``
+    (at most ``MAX_DATA_BANK``), central-differenced at frame 1 and projected onto the level
+    Φ(x) = c of their own keypoints (c = the median Φ, ``constraint_offset``).
 
-    for name in (checkpoint.CHECKPOINT, checkpoint.PARAMS):
-        if (run_dir / name).exists():
-            return run_dir / name
-    raise FileNotFoundError(f"{run_dir} holds no {checkpoint.CHECKPOINT} or {checkpoint.PARAMS}")
+    Returns states (N, 4K) float32, seeds (N,) (the run indices) and constraint_offset (C,).
+    """
+    train = dataset.split("train")
+    n = min(len(train), MAX_DATA_BANK)
+    first = train.frames[:n, :3]
+    kp = encode_keypoints(model, weights, first.reshape(-1, 64, 64, 3)).reshape(n, 3, -1)
+    offset = constraint_offset(model, kp.reshape(-1, kp.shape[-1]))
+    x, xd = jax.vmap(lambda k: central_differences(k, model.dt))(jnp.asarray(kp))
+    states = np.stack([_on_manifold(model, x[i, 0], xd[i, 0], offset) for i in range(n)])
+    return {"states": states.astype(np.float32), "seeds": np.arange(n), "constraint_offset": offset}
+
+
+def _check_bank(bank: dict, model: KeyCLD, path: Path) -> dict:
+    """Refuse a bank whose states or offset have the wrong shape or are not finite."""
+    d = 4 * model.num_keypoints
+    states, offset = np.asarray(bank["states"]), np.asarray(bank["constraint_offset"])
+    if states.ndim != 2 or states.shape[1] != d or len(states) == 0 or not np.all(np.isfinite(states)):
+        raise ValueError(f"reset bank {path} holds unusable states (shape {states.shape}, need (N, {d}), finite)")
+    if offset.shape != (_num_constraints(model),) or not np.all(np.isfinite(offset)):
+        raise ValueError(f"reset bank {path} holds an unusable constraint offset {offset.tolist()}")
+    return bank
 
 
 _PER_RESET = ("states", "qpos", "qvel", "seeds")  # bank entries with one row per reset (build_bank)
 
 
-def load_bank(run_dir: Path, system: str, model: KeyCLD, weights, size: int, seed: int = 0) -> dict:
-    """The bank of ``size`` resets from seed ``seed``.
+def load_bank(run_dir: Path, model: KeyCLD, weights, size: int | None, seed: int = 0, cfg=None) -> dict:
+    """The bank of ``size`` resets from seed ``seed`` (``size`` None: the whole bank of a user
+    system, 64 resets for the paper's tasks).
+
+    Your own system: the run directory's bank (an export's) if it holds one, else built from
+    the training data in memory (nothing is written); a request larger than the bank is an
+    error. The paper's tasks: as follows.
 
     Served from rows of the run directory's cached bank when those seeds lie in it (and it
     matches the weights' SHA-256 and ``BANK_VERSION``): each row depends only on its own seed,
@@ -184,10 +214,12 @@ def load_bank(run_dir: Path, system: str, model: KeyCLD, weights, size: int, see
     directory is writable and the new bank covers the cached one's seeds, or starts at seed 0
     (the default) where the cached one does not; other requests never replace the cache.
     """
-    from keycld.checkpoint import file_sha256
-
+    cfg = cfg or rundir.load_config(run_dir)
     path = run_dir / BANK_FILE
-    digest = file_sha256(weights_file(run_dir))
+    digest = fileio.sha256(rundir.weights_file(run_dir))
+    if cfg.user_data:
+        return _user_bank(run_dir, model, weights, cfg, digest, size, seed)
+    size = 64 if size is None else size
     cached_seeds = None
     if path.exists():
         try:
@@ -197,19 +229,43 @@ def load_bank(run_dir: Path, system: str, model: KeyCLD, weights, size: int, see
                 cached_seeds = [int(s) for s in cached["seeds"]]
                 start = seed - cached_seeds[0]
                 if start >= 0 and cached_seeds[start:start + size] == list(range(seed, seed + size)):
-                    return {k: (v[start:start + size] if k in _PER_RESET else v) for k, v in cached.items()}
+                    return _check_bank({k: (v[start:start + size] if k in _PER_RESET else v)
+                                        for k, v in cached.items()}, model, path)
         except Exception:  # unreadable or malformed cache: rebuild it
             cached_seeds = None
-    bank = build_bank(system, model, weights, size, seed)
-    bank["weights_sha256"] = np.array(digest)
-    bank["version"] = np.int64(BANK_VERSION)
+    bank = build_bank(model.system.name, model, weights, size, seed)
+    bank = {**bank, "weights_sha256": np.array(digest), "version": np.int64(BANK_VERSION)}
     covers = not cached_seeds or (seed <= cached_seeds[0] and seed + size >= cached_seeds[-1] + 1)
     default_wins = seed == 0 and bool(cached_seeds) and cached_seeds[0] != 0
     if (covers or default_wins) and os.access(run_dir, os.W_OK):
-        tmp = run_dir / f".{BANK_FILE}.tmp{os.getpid()}.npz"
-        np.savez(tmp, **bank)
-        os.replace(tmp, path)
+        save_bank(path, bank, digest)
     return bank
+
+
+def _user_bank(run_dir: Path, model: KeyCLD, weights, cfg, digest: str, size: int | None, seed: int) -> dict:
+    path = run_dir / BANK_FILE
+    if path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            bank = {k: z[k] for k in z.files}
+        if int(bank.get("version", 0)) != BANK_VERSION or str(bank.get("weights_sha256")) != digest:
+            raise ValueError(f"reset bank {path} was not built from these weights (or by another version); "
+                             "export the run again")
+    else:
+        from keycld.data import load_runs
+        bank = build_data_bank(model, weights, load_runs(cfg.data, model.system, cfg.data_sha256))
+    n = len(bank["states"])
+    size = n - seed if size is None else size
+    if seed < 0 or size < 1 or seed + size > n:
+        raise ValueError(f"the reset bank of {run_dir} holds {n} states (the training runs' first frames); "
+                         f"bank_seed + bank_size must be <= {n}, got {seed} + {size}")
+    bank = {k: (v[seed:seed + size] if k in _PER_RESET else v) for k, v in bank.items()}
+    return _check_bank(bank, model, path)
+
+
+def save_bank(path: Path, bank: dict, weights_sha256: str) -> None:
+    """Write a bank (with the weights' SHA-256 and ``BANK_VERSION``) atomically."""
+    bank = {**bank, "weights_sha256": np.array(weights_sha256), "version": np.int64(BANK_VERSION)}
+    fileio.atomic_write(path, lambda f: np.savez(f, **bank))
 
 
 def load_model_params(system: str, checkpoint: str | os.PathLike | None = None) -> EnvParams:
@@ -220,23 +276,30 @@ def load_model_params(system: str, checkpoint: str | os.PathLike | None = None) 
     return params.replace(bank=jnp.zeros((1, 2 * params.dim)))
 
 
-def load_env_params(system: str, checkpoint: str | os.PathLike | None = None, integrator: str = "rk4",
-                    substeps: int = 4, bank_size: int = 64, bank_seed: int = 0) -> tuple[EnvParams, dict]:
-    """(EnvParams, bank dict) for a run directory (default: the shipped model of ``system``)."""
-    from keycld.train import load_model
-
+def load_env_params(system: str | None = None, checkpoint: str | os.PathLike | None = None,
+                    integrator: str = "rk4", substeps: int = 4, bank_size: int | None = None,
+                    bank_seed: int = 0) -> tuple[EnvParams, dict]:
+    """(EnvParams, bank dict) for a run or exported-model directory ``checkpoint`` (default: the
+    shipped model of the built-in ``system``). ``system``, when given with a checkpoint, must be
+    the System's name. ``bank_size`` None: the whole bank of a user system, 64 resets otherwise.
+    """
     if integrator not in INTEGRATORS:
         raise ValueError(f"unknown integrator {integrator!r}; allowed: {', '.join(INTEGRATORS)}")
-    if not isinstance(substeps, int) or substeps < 1:
+    if isinstance(substeps, bool) or not isinstance(substeps, int) or substeps < 1:
         raise ValueError(f"substeps must be a positive integer, got {substeps!r}")
-    if not isinstance(bank_size, int) or bank_size < 1:
-        raise ValueError(f"bank_size must be a positive integer, got {bank_size!r}")
+    if bank_size is not None and (isinstance(bank_size, bool) or not isinstance(bank_size, int) or bank_size < 1):
+        raise ValueError(f"bank_size must be a positive integer or None, got {bank_size!r}")
+    if checkpoint is None and system is None:
+        raise ValueError("checkpoint is required: a run or exported-model directory (keycld train / keycld export)")
     run_dir = Path(checkpoint) if checkpoint is not None else default_checkpoint(system)
-    model, weights, cfg = load_model(run_dir)
-    if cfg.environment != system:
-        raise ValueError(f"checkpoint {run_dir} is a {cfg.environment!r} model, not {system!r}")
-    bank = load_bank(run_dir, system, model, weights, bank_size, bank_seed)
+    if not rundir.is_run(run_dir):
+        raise ValueError(f"checkpoint {str(run_dir)!r} is not a run or exported-model directory "
+                         f"(needs {rundir.CONFIG} and {rundir.CHECKPOINT} or {rundir.PARAMS})")
+    model, weights, cfg = rundir.load_model(run_dir)
+    if system is not None and model.system.name != system:
+        raise ValueError(f"checkpoint {run_dir} is a {model.system.name!r} model, not {system!r}")
+    bank = load_bank(run_dir, model, weights, bank_size, bank_seed, cfg)
     params = EnvParams(weights=weights, bank=jnp.asarray(bank["states"]), model=model,
-                       integrator=integrator, substeps=substeps, action_scale=2.0,
+                       integrator=integrator, substeps=substeps, action_scale=model.system.action_scale,
                        constraint_offset=jnp.asarray(bank["constraint_offset"]))
     return params, bank

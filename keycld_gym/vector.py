@@ -1,7 +1,7 @@
 """Vectorised learned environment: one jitted, vmapped step over N environments.
 
-``gym.make_vec("KeyCLD-Cartpole-v0", num_envs=N, vectorization_mode="vector_entry_point")``
-returns :class:`KeyCLDVectorEnv` (Gymnasium's next-step autoreset: the step after an episode
+``gym.make_vec("KeyCLD-v0", num_envs=N, vectorization_mode="vector_entry_point",
+checkpoint=DIR)`` (or a named id, e.g. ``KeyCLD-Cartpole-v0``) returns :class:`KeyCLDVectorEnv` (Gymnasium's next-step autoreset: the step after an episode
 ends resets that environment, ignores its action and returns reward 0). :class:`SB3VecEnv`
 adapts the same core to stable-baselines3 (same-step reset, ``terminal_observation`` and
 ``TimeLimit.truncated`` in the infos).
@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium.vector.utils import batch_space
 
-from keycld.tasks import TASK_SPECS, check_environment
 from keycld_gym import functional as F
 from keycld_gym.envs import keypoint_space
 
@@ -64,26 +63,27 @@ class KeyCLDVectorEnv(gym.vector.VectorEnv):
 
     metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP, "render_modes": []}
 
-    def __init__(self, system: str | None = None, num_envs: int = 1, checkpoint=None,
-                 obs_type: str = "keypoints", integrator: str = "rk4", substeps: int = 4,
-                 bank_size: int = 64, render_mode: str | None = None, **kwargs):
+    def __init__(self, num_envs: int = 1, checkpoint=None, obs_type: str = "keypoints", integrator: str = "rk4",
+                 substeps: int = 4, bank_size: int | None = None, render_mode: str | None = None,
+                 system: str | None = None, **kwargs):
         from keycld_gym.loading import load_env_params
 
         kwargs.pop("env_id", None)
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}")
-        if system is None:
-            raise ValueError("system is required (pendulum, cartpole, acrobot)")
-        check_environment(system)
+        if checkpoint is None and system is None:
+            raise ValueError("KeyCLD-v0 needs checkpoint=DIR: a run directory of `keycld train` or a model "
+                             "exported by `keycld export`")
         if obs_type != "keypoints":
             raise ValueError(f"the vector env supports obs_type 'keypoints' only, got {obs_type!r}")
         if render_mode is not None:
             raise ValueError(f"the vector env does not render, got render_mode={render_mode!r}")
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
-        self.system, self.num_envs, self.render_mode = system, num_envs, None
+        self.num_envs, self.render_mode = num_envs, None
         self.params, _ = load_env_params(system, checkpoint, integrator, substeps, bank_size)
-        a = TASK_SPECS[system].num_actions
+        self.system = self.params.model.system.name
+        a = self.params.model.system.action_dim
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, (a,), np.float32)
         self.single_observation_space = keypoint_space(self.params)
         self.action_space = batch_space(self.single_action_space, num_envs)
@@ -120,28 +120,13 @@ class KeyCLDVectorEnv(gym.vector.VectorEnv):
         return (np.asarray(obs), np.asarray(rew), np.zeros(self.num_envs, bool), np.asarray(trunc), infos)
 
 
-class KeyCLDPendulumVectorEnv(KeyCLDVectorEnv):
-    def __init__(self, num_envs: int = 1, **kwargs):
-        super().__init__("pendulum", num_envs=num_envs, **kwargs)
-
-
-class KeyCLDCartpoleVectorEnv(KeyCLDVectorEnv):
-    def __init__(self, num_envs: int = 1, **kwargs):
-        super().__init__("cartpole", num_envs=num_envs, **kwargs)
-
-
-class KeyCLDAcrobotVectorEnv(KeyCLDVectorEnv):
-    def __init__(self, num_envs: int = 1, **kwargs):
-        super().__init__("acrobot", num_envs=num_envs, **kwargs)
-
-
-def sb3_vec_env(system: str, num_envs: int, checkpoint=None, seed: int = 0, **kwargs):
+def sb3_vec_env(system: str | None, num_envs: int, checkpoint=None, seed: int = 0, **kwargs):
     """A stable-baselines3 ``VecEnv`` over the same vmapped core (requires the ``rl`` extra)."""
     from stable_baselines3.common.vec_env import VecEnv
 
     class SB3VecEnv(VecEnv):
         def __init__(self):
-            self.inner = KeyCLDVectorEnv(system, num_envs=num_envs, checkpoint=checkpoint, **kwargs)
+            self.inner = KeyCLDVectorEnv(num_envs=num_envs, checkpoint=checkpoint, system=system, **kwargs)
             super().__init__(num_envs, self.inner.single_observation_space, self.inner.single_action_space)
             self._actions = None
             self._seed = seed

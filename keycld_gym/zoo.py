@@ -1,15 +1,10 @@
 """The model zoo: export a trained run as a small, versioned model directory the envs load.
 
-An exported model directory (``keycld_gym/models/<system>/`` for the shipped ones) holds
-
-    config.json        the TrainConfig of the run
-    params.msgpack     the weights only (Flax msgpack; no optimiser state)
-    reset_bank.npz     the bank of encoded initial states (keyed by the weights' SHA-256)
-    vpt.json           VPT on the 50 validation runs; vpt_heldout.json on seeds 1000–1049
-    metrics.jsonl      the run's per-epoch metrics
-    init_from.json     for a fine-tuned run: the budget of the run it started from
-    model.json         format version, source run, hardware, training wall time, notes
-    MODEL_CARD.md      the same facts for people
+An exported model directory (``keycld_gym/models/<system>/`` for the shipped ones; the files
+are listed in :mod:`keycld.rundir`) holds the config, the System's spec file (your own
+systems), the weights, the reset bank (encoded initial states, keyed by the weights' SHA-256),
+the VPT files and metrics of the run, ``model.json`` (format version, provenance, hardware,
+the weights' SHA-256) and ``MODEL_CARD.md``.
 
 ``keycld export RUN_DIR [--out DIR]`` writes one (atomically: a temporary folder renamed).
 """
@@ -22,6 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
+from keycld import fileio, rundir
 from keycld_gym.loading import BANK_FILE, MODELS_DIR
 
 FORMAT_VERSION = 1
@@ -42,13 +38,6 @@ def hardware_description() -> str:
     except OSError:
         pass
     return f"{os.cpu_count()}-core {cpu}; jax {jax.__version__} on {jax.default_backend()}"
-
-
-def _metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _trained_on(metrics: list[dict]) -> str | None:
@@ -74,23 +63,32 @@ def model_card(info: dict, cfg: dict, vpt: dict | None, heldout: dict | None) ->
     ratio = ""
     if vpt and heldout and vpt["mean"] > 0:
         ratio = f"\nHeld-out / validation VPT ratio: {heldout['mean'] / vpt['mean']:.2f}.\n"
+    n_val = max(1, cfg["num_runs"] // 10)
+    if cfg.get("data"):
+        dataset = (f"your runs `{cfg['data']}` (SHA-256 {str(cfg.get('data_sha256'))[:12]}…), {cfg['num_runs']} runs × "
+                   f"{cfg['num_frames']} frames ({cfg['num_runs'] - n_val} train / {n_val} validation); System "
+                   f"`{cfg.get('system_attr')}` in `system.py`")
+    else:
+        dataset = (f"{cfg['environment']}, init `{cfg['init_mode']}`, control `{cfg['control']}`, {cfg['num_runs']} runs × "
+                   f"{cfg['num_frames']} frames ({cfg['num_runs'] - n_val} train / {n_val} validation)")
+    heldout_row = "" if cfg.get("data") else f"\n| VPT, held-out seeds 1000–1049 | {_vpt_line(heldout)} |"
     return f"""# KeyCLD model card: {cfg['environment']}
 
 | | |
 |---|---|
-| dataset | {cfg['environment']}, init `{cfg['init_mode']}`, control `{cfg['control']}`, {cfg['num_runs']} runs × {cfg['num_frames']} frames (450 train / 50 validation) |
+| dataset | {dataset} |
 | hyperparameters | {hyper} (preset `{cfg.get('preset')}`) |
 | epochs trained | {info.get('epochs')} |
 | training wall time | {wall_text} |
 | hardware | {info.get('hardware')} |
-| VPT, validation runs 450–499 | {_vpt_line(vpt)} |
-| VPT, held-out seeds 1000–1049 | {_vpt_line(heldout)} |
+| VPT, validation runs | {_vpt_line(vpt)} |{heldout_row}
+| weights SHA-256 | `{info.get('weights_sha256')}` |
 | source run | `{info.get('source_run')}` |
 | exported | {info.get('exported_at')} (format {info.get('format_version')}) |
 {ratio}
 VPT (valid prediction time, frames of 48): open-loop video prediction from the first three
 frames until the per-frame MSE first exceeds the dataset's ε. Commands:
-`keycld evaluate RUN_DIR` and `keycld evaluate RUN_DIR --split heldout`.
+`keycld evaluate RUN_DIR` (and, for the paper's tasks, `keycld evaluate RUN_DIR --split heldout`).
 
 {info.get('notes') or ''}
 """
@@ -98,39 +96,53 @@ frames until the per-frame MSE first exceeds the dataset's ε. Commands:
 
 def export(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, hardware: str | None = None,
            notes: str = "", bank_size: int = BANK_SIZE) -> Path:
-    """Export ``run_dir`` to ``out`` (default ``keycld_gym/models/<system>``); returns ``out``."""
+    """Export ``run_dir`` to ``out``; returns ``out``.
+
+    Default ``out``: ``keycld_gym/models/<system>`` (the shipped model) for the paper's tasks,
+    ``models/<name>`` under the current directory for your own system. The reset bank is built
+    here (the paper's tasks: ``bank_size`` real resets; your own system: the first frames of
+    every training run, from the run's data), so loading the export only reads files.
+    """
     from keycld import checkpoint
-    from keycld.config import TrainConfig
-    from keycld.train import load_model
-    from keycld.vpt_table import INIT_FROM_FILE
-    from keycld_gym.loading import load_bank
+    from keycld.data import load_runs
+    from keycld_gym.loading import build_data_bank, load_bank, save_bank
 
     run_dir = Path(run_dir)
-    cfg = TrainConfig.load(run_dir / "config.json")
-    model, weights, _ = load_model(run_dir)
-    out = Path(out) if out is not None else MODELS_DIR / cfg.environment
+    if not rundir.is_run(run_dir):
+        raise ValueError(f"{run_dir} is not a run directory (needs {rundir.CONFIG} and {rundir.CHECKPOINT})")
+    model, weights, cfg = rundir.load_model(run_dir)
+    if out is None:
+        out = Path("models") / cfg.environment if cfg.user_data else MODELS_DIR / cfg.environment
+    out = Path(out)
+    if out.resolve() == run_dir.resolve():
+        raise ValueError(f"--out {out} is the run directory itself; export to another directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        cfg.save(tmp / "config.json")
-        checkpoint.save(tmp / checkpoint.PARAMS, weights)
-        for name in ("vpt.json", "vpt_heldout.json", "metrics.jsonl", INIT_FROM_FILE):
-            if (run_dir / name).exists():
-                shutil.copy2(run_dir / name, tmp / name)
-        load_bank(tmp, cfg.environment, model, weights, bank_size)
-        metrics = _metrics(run_dir)
+        cfg.save(tmp / rundir.CONFIG)
+        checkpoint.save(tmp / rundir.PARAMS, weights)
+        digest = fileio.sha256(tmp / rundir.PARAMS)
+        rundir.copy_into_export(run_dir, tmp)
+        if cfg.user_data:
+            bank = build_data_bank(model, weights, load_runs(cfg.data, model.system, cfg.data_sha256))
+            save_bank(tmp / BANK_FILE, bank, digest)
+            bank_size = len(bank["states"])
+        else:
+            load_bank(tmp, model, weights, bank_size, cfg=cfg)
+        metrics = rundir.read_metrics(run_dir)
         info = {"format_version": FORMAT_VERSION, "system": cfg.environment,
                 "source_run": str(run_dir), "exported_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 "hardware": hardware or _trained_on(metrics) or hardware_description(),
                 "epochs": metrics[-1]["epoch"] if metrics else None,
                 "training_wall_time_s": metrics[-1].get("wall_time_s") if metrics else None,
-                "bank_size": bank_size, "notes": notes}
-        (tmp / "model.json").write_text(json.dumps(info, indent=1))
+                "bank_size": bank_size, "weights_sha256": digest, "notes": notes}
+        fileio.write_json(tmp / rundir.MODEL_INFO, info)
         read = lambda n: json.loads((tmp / n).read_text()) if (tmp / n).exists() else None  # noqa: E731
-        (tmp / "MODEL_CARD.md").write_text(model_card(info, cfg.to_dict(), read("vpt.json"),
-                                                      read("vpt_heldout.json")))
+        fileio.write_text(tmp / rundir.MODEL_CARD, model_card(info, cfg.to_dict(), read(rundir.VPT),
+                                                              read(rundir.vpt_file("heldout"))))
         size = sum(f.stat().st_size for f in tmp.iterdir())
         if size > MAX_BYTES:
             raise ValueError(f"exported model is {size / 2 ** 20:.1f} MB; the limit is {MAX_BYTES / 2 ** 20:.0f} MB")
@@ -147,14 +159,23 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, har
     return out
 
 
+def cmd_export(args, parser) -> int:
+    try:
+        out = export(args.run_dir, args.out, args.hardware, args.notes)
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(str(err))
+    print(f"wrote {out}")
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("export", help="export a trained run as a small model directory (the model zoo)")
     p.add_argument("run_dir")
-    p.add_argument("--out", default=None, help="default: keycld_gym/models/<system> (the shipped model)")
+    p.add_argument("--out", default=None, help="default: keycld_gym/models/<system> (the shipped model) for the "
+                                               "paper's tasks, models/<name> for your own system")
     p.add_argument("--hardware", default=None, help="hardware the run trained on (default: this machine)")
     p.add_argument("--notes", default="", help="free text for the model card (budget caveats)")
-    p.set_defaults(func=lambda args, parser: print(f"wrote {export(args.run_dir, args.out, args.hardware, args.notes)}")
-                   or 0, parser=p)
+    p.set_defaults(func=cmd_export, parser=p)
 
 
 __all__ = ["export", "model_card", "BANK_FILE", "FORMAT_VERSION"]

@@ -60,7 +60,7 @@ def test_real_env_checkers(system, obs_type, checkpoints):
 
 def test_registered_without_import():
     spec = gym.spec("KeyCLD-Cartpole-v0")
-    assert spec.entry_point == "keycld_gym.envs:KeyCLDCartpoleEnv"
+    assert spec.entry_point == "keycld_gym.paper:KeyCLDCartpoleEnv"
     assert gym.spec("KeyCLD-Acrobot-Real-v0").entry_point.endswith("KeyCLDAcrobotRealEnv")
 
 
@@ -102,9 +102,11 @@ def test_bad_actions_and_options(checkpoints):
         _make("pendulum", checkpoints, obs_type="rgb")
     with pytest.raises(ValueError, match="unknown reset options"):
         env.reset(options={"angle": 1.0})
-    state = np.array([0.0, 0.5, 1.0, 0.0], np.float32)
+    state = np.asarray(env.bank["states"][1])  # on the env's manifold: taken bit for bit
     obs, info = env.reset(options={"state": state})
     np.testing.assert_array_equal(obs, state)
+    obs, info = env.reset(options={"state": np.array([0.0, 0.5, 1.0, 0.0], np.float32)})  # off it: projected
+    assert info["constraint_residual"] < 1e-4
     with pytest.raises(ValueError, match="must be 4 finite floats"):
         env.reset(options={"state": [0.0, 0.5]})
 
@@ -149,7 +151,7 @@ def test_sb3_vec_env_terminal_observation(checkpoints):
 def test_keypoint_rewards_match_dm_control():
     """Keypoints placed by the true geometry give dm_control's reward (conventions check)."""
     from keycld.tasks import load_task
-    from keycld_gym import rewards as R
+    from keycld import systems as R
     rng = np.random.default_rng(0)
     for system in SYSTEMS:
         env = load_task(system, random=0)
@@ -176,15 +178,16 @@ def test_keypoint_rewards_match_dm_control():
                 p1 = 0.3 * np.array([np.sin(a1), np.cos(a1)])
                 x = np.concatenate([p1, p1 + 0.3 * np.array([np.sin(a2), np.cos(a2)])])
                 xd = np.zeros(4)
-            got = float(R.REWARDS[system](jnp.asarray(x), jnp.asarray(xd), jnp.asarray(ctrl)))
+            got = float(R.get(system).reward(jnp.asarray(x), jnp.asarray(xd), jnp.asarray(ctrl)))
             assert got == pytest.approx(expected, abs=1e-4), (system, q, v)
 
 
 def test_model_card_hardware_comes_from_the_epochs(checkpoints):
     """Every epoch records its device; export names them (a run resumed elsewhere lists both)."""
-    from keycld_gym.zoo import _metrics, _trained_on
+    from keycld.rundir import read_metrics
+    from keycld_gym.zoo import _trained_on
 
-    metrics = _metrics(Path(checkpoints["pendulum"]))
+    metrics = read_metrics(Path(checkpoints["pendulum"]))
     assert metrics and all(m["device"] == jax.devices()[0].device_kind for m in metrics)
     assert _trained_on([{"device": "NVIDIA H200"}, {"device": "NVIDIA H200"}, {"device": "cpu"}]) == "NVIDIA H200 then cpu"
     assert _trained_on([{"epoch": 1}]) is None

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keycld.model import constraints as C
+from keycld.systems import get as get_system
 from keycld.model.dynamics import Dynamics
 from keycld.model.integrators import rollout
 from keycld.model.keycld import KeyCLD
@@ -140,7 +141,7 @@ def test_velocity_projection_in_tangent_space(environment):
     for seed in range(5):
         x, xd = _on_manifold(environment, jax.random.PRNGKey(seed))
         x = x + 0.01 * jax.random.normal(jax.random.PRNGKey(100 + seed), x.shape)  # also off-manifold
-        phi = C.CONSTRAINTS[environment]
+        phi = get_system(environment).constraint
         p = C.project_velocity(phi, x, xd)
         np.testing.assert_allclose(C.jacobian(phi, x) @ p, 0.0, atol=1e-5)
         np.testing.assert_allclose(C.project_velocity(phi, x, p), p, atol=1e-5)  # idempotent
@@ -149,8 +150,7 @@ def test_velocity_projection_in_tangent_space(environment):
 
 
 def _scaled_dynamics(environment, seed, scale):
-    spec = {"pendulum": (1, 1), "cartpole": (2, 2), "acrobot": (2, 2)}[environment]
-    dyn = Dynamics(environment, "keycld", spec[0], spec[1], 16)
+    dyn = Dynamics(get_system(environment), "keycld", 16)
     params = dyn.init(jax.random.PRNGKey(seed))
     # a non-trivial random potential: the default init (std 0.01) is nearly flat
     params = jax.tree_util.tree_map_with_path(
@@ -165,7 +165,7 @@ def test_constrained_dynamics_conserve_constraint_and_energy(seed, environment):
     dyn, params = _scaled_dynamics(environment, seed, 30.0)
     x, xd = _on_manifold(environment, jax.random.PRNGKey(seed))
     xd = 0.5 * dyn.project_velocity(x, xd)
-    u = jnp.zeros(dyn.num_actions)
+    u = jnp.zeros(dyn.system.action_dim)
     accel = jax.jit(lambda a, b: dyn.acceleration(params, a, b, u))
     xs, xds = rollout(accel, x, xd, 0.01, 100, "rk4", substeps=4)  # 1 s
     res = jax.vmap(dyn.phi)(xs)
@@ -179,14 +179,14 @@ def test_constrained_dynamics_conserve_constraint_and_energy(seed, environment):
 def test_unconstrained_ablation_leaves_manifold_and_node2_runs():
     x, xd = _on_manifold("pendulum", jax.random.PRNGKey(0))
     for kind in ("no_constraint", "node2"):
-        dyn = Dynamics("pendulum", kind, 1, 1, 8)
+        dyn = Dynamics(get_system("pendulum"), kind, 8)
         params = dyn.init(jax.random.PRNGKey(0))
         a = dyn.acceleration(params, x, xd, jnp.ones(1))
         assert a.shape == (2,) and bool(jnp.all(jnp.isfinite(a)))
     with pytest.raises(ValueError, match="only for Lagrangian"):
-        Dynamics("pendulum", "node2", 1, 1, 8).potential({}, x)
+        Dynamics(get_system("pendulum"), "node2", 8).potential({}, x)
     with pytest.raises(ValueError, match="unknown dynamics 'ode'"):
-        Dynamics("pendulum", "ode", 1, 1, 8)
+        Dynamics(get_system("pendulum"), "ode", 8)
 
 
 @pytest.mark.parametrize("solver", ["euler", "rk4", "dopri"])

@@ -8,7 +8,7 @@ import pytest
 import keycld_gym  # noqa: F401  (registers the ids)
 from agents.mpc import (DEFAULTS, UNDERACTUATED_DEFAULTS, MPCAgent, MPCConfig, default_config, dense_progress,
                         make_mpc, plan_return, terminal_energy)
-from keycld import checkpoint
+from keycld import checkpoint, rundir
 from keycld.config import TrainConfig
 from keycld.model.keycld import KeyCLD
 from keycld.train import _checkpoint_tree, init_state
@@ -38,8 +38,8 @@ def checkpoints(tmp_path_factory):
         dyn["potential_net"] = jax.tree_util.tree_map(lambda w: 30.0 * w, dyn["potential_net"])
         run_dir = root / system
         run_dir.mkdir()
-        cfg.save(run_dir / "config.json")
-        checkpoint.save(run_dir / checkpoint.CHECKPOINT, _checkpoint_tree(state, 1, 0.0))
+        cfg.save(run_dir / rundir.CONFIG)
+        checkpoint.save(run_dir / rundir.CHECKPOINT, _checkpoint_tree(state, 1, 0.0))
         out[system] = str(run_dir)
     return out
 

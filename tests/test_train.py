@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 import keycld.train as T
+from keycld import rundir
+from keycld.systems import get as get_system
 from keycld.config import TrainConfig
 from keycld.data import DatasetConfig, load_dataset
 from keycld.model.keycld import KeyCLD
@@ -24,7 +26,7 @@ def tiny_cache(tmp_path_factory):
 
 
 def _params(run_dir):
-    model, params, _ = T.load_model(run_dir)
+    model, params, _ = rundir.load_model(run_dir)
     return jax.tree_util.tree_leaves(params)
 
 
@@ -100,7 +102,7 @@ def test_nan_stops_with_checkpoint_intact(tiny_cache, tmp_path, monkeypatch):
     with pytest.raises(T.TrainingDiverged, match=r"step 5 \(epoch 2\).*dynamics=nan.*loss=nan.*kept"):
         T.train(cfg, tmp_path / "run", cache_dir=tiny_cache, progress=False, gif=False)
     assert ckpt.read_bytes() == saved["bytes"]  # the epoch-1 checkpoint, untouched
-    T.load_model(tmp_path / "run")
+    rundir.load_model(tmp_path / "run")
 
 
 def test_gif_and_evaluate_cli(tiny_cache, tmp_path, capsys):
@@ -159,7 +161,7 @@ def test_constraint_term_is_zero_on_the_manifold_and_grows_off_it():
     assert float(constraint_consistency(model, on)) < 1e-10
     off = on.at[:, 1].set(0.2)
     assert float(constraint_consistency(model, off)) == pytest.approx(
-        float(np.mean(np.asarray(jax.vmap(C.cartpole)(off)) ** 2)), rel=1e-5)
+        float(np.mean(np.asarray(jax.vmap(get_system('cartpole').constraint)(off)) ** 2)), rel=1e-5)
     ablation = KeyCLD.from_config(TrainConfig(environment="cartpole", model="no_constraint", num_hidden_dim=8))
     assert float(constraint_consistency(ablation, off)) == 0.0
 
@@ -298,7 +300,8 @@ def test_fine_tuned_budget_survives_without_its_source(tiny_cache, tmp_path):
     import json
     import shutil
 
-    from keycld.vpt_table import INIT_FROM_FILE, summarize_run
+    from keycld.rundir import INIT_FROM as INIT_FROM_FILE
+    from keycld.vpt_table import summarize_run
 
     tiny = {**TINY, "max_steps_per_epoch": 2}
     T.train(TrainConfig(**tiny, num_epochs=2), tmp_path / "source", cache_dir=tiny_cache, progress=False,

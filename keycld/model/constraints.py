@@ -1,7 +1,8 @@
-"""Known holonomic constraints Φ(x) = 0 in keypoint image coordinates (DESIGN.md §4).
+"""Holonomic constraints Φ(x) = 0 in keypoint image coordinates: Jacobians, projections.
 
-Lengths are in image units and hold for the paper's camera placement only. Keypoint order is
-learned; the constraints decide which keypoint is which (e.g. cartpole keypoint 1 = cart).
+A constraint is a pure JAX function ``x (2K,) -> Φ(x) (C,)`` (``keycld.System.constraint``);
+everything here derives from it by automatic differentiation. The paper's constraints are in
+:mod:`keycld.systems`.
 """
 from __future__ import annotations
 
@@ -11,30 +12,6 @@ import jax
 import jax.numpy as jnp
 
 Constraint = Callable[[jnp.ndarray], jnp.ndarray]
-
-
-def _norm(v: jnp.ndarray) -> jnp.ndarray:
-    # sqrt with a safe gradient at 0 (the constraints are never evaluated at a singular point
-    # on purpose, but random initial keypoints can be anywhere)
-    return jnp.sqrt(jnp.sum(v * v) + 1e-12)
-
-
-def pendulum(x: jnp.ndarray) -> jnp.ndarray:
-    """(2,) -> (1,): the bob stays on a circle of radius 0.5 about the image centre."""
-    return jnp.array([_norm(x[0:2]) - 0.5])
-
-
-def cartpole(x: jnp.ndarray) -> jnp.ndarray:
-    """(4,) -> (2,): cart on the rail (y₁ = 0); pole length ‖p₁ − p₂‖ = 0.5."""
-    return jnp.array([x[1], _norm(x[0:2] - x[2:4]) - 0.5])
-
-
-def acrobot(x: jnp.ndarray) -> jnp.ndarray:
-    """(4,) -> (2,): ‖p₁‖ = 0.3 (upper arm about the centre), ‖p₁ − p₂‖ = 0.3 (lower arm)."""
-    return jnp.array([_norm(x[0:2]) - 0.3, _norm(x[0:2] - x[2:4]) - 0.3])
-
-
-CONSTRAINTS: dict[str, Constraint] = {"pendulum": pendulum, "cartpole": cartpole, "acrobot": acrobot}
 
 
 def jacobian(phi: Constraint, x: jnp.ndarray) -> jnp.ndarray:

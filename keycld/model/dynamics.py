@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from keycld.model import constraints as C
+from keycld.system import System
 
 DYNAMICS_KINDS = ("keycld", "no_constraint", "node2")
 
@@ -80,13 +81,12 @@ class SecondOrderODE(nn.Module):
 class Dynamics:
     """Pure functions of (params, state) for one system and dynamics kind.
 
-    ``params`` is the ``{"params": ...}`` tree returned by ``init``.
+    ``params`` is the ``{"params": ...}`` tree returned by ``init``. A "keycld" model of a
+    System without constraints (``constraint=None``) is unconstrained.
     """
 
-    environment: str
+    system: System
     kind: str
-    num_keypoints: int
-    num_actions: int
     hidden: int
 
     def __post_init__(self):
@@ -95,7 +95,7 @@ class Dynamics:
 
     @property
     def constrained(self) -> bool:
-        return self.kind == "keycld"
+        return self.kind == "keycld" and self.system.constrained
 
     @property
     def lagrangian(self) -> bool:
@@ -103,16 +103,18 @@ class Dynamics:
 
     @property
     def phi(self) -> C.Constraint:
-        return C.CONSTRAINTS[self.environment]
+        """The System's Φ (x -> (C,)); x -> (0,) for a System without constraints."""
+        if self.system.constraint is None:
+            return lambda x: jnp.zeros((0,), x.dtype)
+        return self.system.constraint
 
     def _module(self) -> nn.Module:
         if self.lagrangian:
-            return LagrangianNets(self.num_keypoints, self.num_actions, self.hidden)
-        return SecondOrderODE(self.num_keypoints, self.hidden)
+            return LagrangianNets(self.system.num_keypoints, self.system.action_dim, self.hidden)
+        return SecondOrderODE(self.system.num_keypoints, self.hidden)
 
     def init(self, key: jax.Array) -> dict:
-        d = 2 * self.num_keypoints
-        x, u = jnp.zeros(d), jnp.zeros(self.num_actions)
+        x, u = jnp.zeros(self.system.state_dim), jnp.zeros(self.system.action_dim)
         if self.lagrangian:
             return self._module().init(key, x)
         return self._module().init(key, x, x, u)

@@ -1,7 +1,8 @@
 """Integrators for second-order dynamics ẍ = a(x, ẋ) with a constant action over each step.
 
+
 ``step(accel, x, xd, dt)`` returns the state one step of length dt later. ``rollout`` scans
-it. "dopri" integrates each interval with diffrax's adaptive Dopri5.
+it (``rollout_actions``: one action per step). "dopri" integrates each interval with diffrax's adaptive Dopri5.
 """
 from __future__ import annotations
 
@@ -66,4 +67,20 @@ def rollout(accel: Accel, x, xd, dt: float, num_steps: int, solver: str = "euler
         return s, s
 
     _, (xs, xds) = jax.lax.scan(body, (x, xd), None, length=num_steps)
+    return xs, xds
+
+
+def rollout_actions(accel_u: Callable, x, xd, us, dt: float, solver: str = "euler", substeps: int = 1):
+    """``rollout`` with one action per step: ``accel_u(x, ẋ, u)``, us (num_steps, A), action
+    ``us[k]`` held over step k. Returns positions and velocities (num_steps, 2K)."""
+    step = get_stepper(solver)
+    h = dt / substeps
+
+    def body(s, u):
+        accel = lambda a, b: accel_u(a, b, u)
+        for _ in range(substeps):
+            s = step(accel, s[0], s[1], h)
+        return s, s
+
+    _, (xs, xds) = jax.lax.scan(body, (x, xd), us)
     return xs, xds

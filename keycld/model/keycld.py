@@ -12,38 +12,56 @@ import jax.numpy as jnp
 
 from keycld.model import networks
 from keycld.model.dynamics import Dynamics
-from keycld.model.integrators import rollout
+from keycld.model.integrators import rollout, rollout_actions
 from keycld.model.keypoints import augment, central_differences, spatial_softmax, unaugment
-from keycld.tasks import TASK_SPECS
+from keycld.system import System
 
 
 @dataclasses.dataclass(frozen=True)
 class KeyCLD:
-    """Static description of a model; every method is a pure function of ``params``."""
+    """Static description of a model; every method is a pure function of ``params``.
 
-    environment: str
+    ``system`` is a :class:`keycld.System` (a built-in system's name is accepted too).
+    """
+
+    system: System
     model: str = "keycld"  # keycld | no_constraint | node2 | fc
     hidden: int = 32
     sigma: float = 0.1
     solver: str = "euler"
     fast_convs: bool = True  # False: the plain networks (same function; benchmarks, forward-mode autodiff)
 
+    def __post_init__(self):
+        if isinstance(self.system, str):
+            from keycld import systems
+            object.__setattr__(self, "system", systems.get(self.system))
+        if not isinstance(self.system, System):
+            raise TypeError(f"system must be a keycld.System, got {type(self.system).__name__}")
+
     @classmethod
-    def from_config(cls, cfg) -> "KeyCLD":
-        return cls(cfg.environment, cfg.model, cfg.num_hidden_dim, cfg.sigma, cfg.solver)
+    def from_config(cls, cfg, system: System | None = None) -> "KeyCLD":
+        """The model a TrainConfig describes; ``system`` defaults to the built-in one named
+        ``cfg.environment`` (a user System comes from its run directory, ``keycld.rundir``)."""
+        return cls(system if system is not None else cfg.environment, cfg.model, cfg.num_hidden_dim,
+                   cfg.sigma, cfg.solver)
 
     # ---- static facts -----------------------------------------------------------------------
     @property
+    def environment(self) -> str:
+        """The system's name."""
+        return self.system.name
+
+    @property
     def num_keypoints(self) -> int:
-        return TASK_SPECS[self.environment].num_keypoints
+        return self.system.num_keypoints
 
     @property
     def num_actions(self) -> int:
-        return TASK_SPECS[self.environment].num_actions
+        return self.system.action_dim
 
     @property
     def dt(self) -> float:
-        return TASK_SPECS[self.environment].dt
+        return self.system.dt
 
     @property
     def heatmaps(self) -> bool:
@@ -52,7 +70,7 @@ class KeyCLD:
     @property
     def dynamics(self) -> Dynamics:
         kind = "keycld" if self.model == "fc" else self.model
-        return Dynamics(self.environment, kind, self.num_keypoints, self.num_actions, self.hidden)
+        return Dynamics(self.system, kind, self.hidden)
 
     def _encoder(self):
         if self.heatmaps:
@@ -100,7 +118,15 @@ class KeyCLD:
         return self.dynamics.acceleration(params["dynamics"], x, xd, u)
 
     def rollout(self, params, x, xd, u, num_steps: int, solver: str | None = None, substeps: int = 1):
-        """Positions and velocities (num_steps, 2K) after each of ``num_steps`` steps of dt."""
+        """Positions and velocities (num_steps, 2K) after each of ``num_steps`` steps of dt.
+
+        ``u``: (A,) held over every step, or (num_steps, A), action ``u[k]`` over step k.
+        """
+        if u.ndim == 2:
+            if u.shape[0] != num_steps:
+                raise ValueError(f"per-step actions have {u.shape[0]} rows; expected num_steps = {num_steps}")
+            accel_u = lambda a, b, c: self.acceleration(params, a, b, c)
+            return rollout_actions(accel_u, x, xd, u, self.dt, solver or self.solver, substeps)
         accel = lambda a, b: self.acceleration(params, a, b, u)
         return rollout(accel, x, xd, self.dt, num_steps, solver or self.solver, substeps)
 
@@ -115,10 +141,11 @@ class KeyCLD:
 
         Args:
             frames: (T, 64, 64, 3) in [0, 1]; only the first three are used.
-            action: (A,) constant action.
+            action: (A,) constant action, or (T, A) with ``action[t]`` held from frame t to t+1.
         Returns:
             predicted images (T-2, 64, 64, 3) for frames 2..T-1 and their keypoints (T-2, 2K).
         """
+        t = frames.shape[0]
         x, xd = self.initial_state(params, frames[:3])
-        xs, _ = self.rollout(params, x, xd, action, frames.shape[0] - 2)
+        xs, _ = self.rollout(params, x, xd, action[1:t - 1] if action.ndim == 2 else action, t - 2)
         return self.render(params, xs), xs

@@ -68,7 +68,7 @@ def run_demo(out: Path, systems=DEMO_SYSTEMS, seed: int = 0, progress: bool = Tr
     import keycld_gym  # noqa: F401
     from agents.base import success_of
     from agents.energy_shaping import learned_controller
-    from keycld.tasks import TASK_SPECS
+    from keycld.systems import get as get_system
 
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -81,7 +81,7 @@ def run_demo(out: Path, systems=DEMO_SYSTEMS, seed: int = 0, progress: bool = Tr
         real_frames, real_kp, real_ret, real_sparse = _episode(real, agent, seed, None, True)
         # the learned model starts from the real run's first encoded state
         learned_frames, _, learned_ret, learned_sparse = _episode(learned, agent, None, {"state": real_kp[0]}, False)
-        dt = TASK_SPECS[system].dt
+        dt = get_system(system).dt
         for where, ret, sparse in (("real", real_ret, real_sparse), ("learned", learned_ret, learned_sparse)):
             ok, t_up = success_of(sparse, dt)
             rows.append({"system": system, "where": where, "success": ok, "return": ret, "swing_up_s": t_up})
@@ -101,13 +101,14 @@ def format_rows(rows: list[dict]) -> str:
 
 
 def cmd_demo(args, parser) -> int:
+    from keycld import rundir
     from keycld_gym.loading import MODELS_DIR
 
     systems = [s for s in args.systems.split(",") if s]
     bad = [s for s in systems if s not in ("pendulum", "cartpole", "acrobot")]
     if bad:
         parser.error(f"unknown systems {bad}; allowed: pendulum, cartpole, acrobot")
-    missing = [s for s in systems if not (MODELS_DIR / s / "config.json").exists()]
+    missing = [s for s in systems if not rundir.is_run(MODELS_DIR / s)]
     if missing:
         print(f"no shipped model for {', '.join(missing)} yet; skipping it")
     systems = [s for s in systems if s not in missing]

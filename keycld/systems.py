@@ -1,18 +1,28 @@
-"""dm_control's swing-up rewards, computed from keypoints through the known geometry.
+"""The paper's three systems as built-in :class:`keycld.System` instances.
+
+Constraints Φ(x) = 0 in keypoint image coordinates (lengths in image units, for the paper's
+camera placement only; keypoint order is learned, the constraints decide which keypoint is
+which, e.g. cartpole keypoint 1 = cart) and dm_control's swing-up rewards computed from
+keypoints through the known geometry.
 
 The constraints pin which keypoint is which (pendulum: the bob; cartpole: 1 = cart, 2 = pole;
 acrobot: 1 = upper arm, 2 = lower arm), so link directions, the cart position and angular
 velocities follow from the keypoints alone. Image units convert to metres with the paper's
 camera: half the image height spans ``distance · tan(fovy / 2)`` metres (fovy = 45°).
 
-All functions are pure JAX: ``reward(x (2K,), ẋ (2K,), ctrl (A,)) -> scalar``, where ctrl is
-the raw MuJoCo control (dataset units, ±2) as dm_control's reward sees it.
+Rewards are pure JAX: ``reward(x (2K,), ẋ (2K,), ctrl (A,)) -> scalar``, where ctrl is the raw
+MuJoCo control (dataset units, ±2) as dm_control's reward sees it.
+
+``get(name)`` returns a built-in System; ``BUILTIN`` maps names to them.
 """
 from __future__ import annotations
 
 import math
 
 import jax.numpy as jnp
+
+from keycld.system import System
+from keycld.tasks import TASK_SPECS
 
 FOVY_DEG = 45.0
 CAMERA_DISTANCE = {"pendulum": 2.5, "cartpole": 6.0, "acrobot": 6.0}  # metres to the motion plane
@@ -89,4 +99,52 @@ def acrobot_reward(x, xd, ctrl):
     return tolerance(dist, 0.0, ACROBOT_TARGET_RADIUS, margin=1.0)
 
 
-REWARDS = {"pendulum": pendulum_reward, "cartpole": cartpole_reward, "acrobot": acrobot_reward}
+
+
+# ---- constraints ------------------------------------------------------------------------------
+def _norm(v):
+    # sqrt with a safe gradient at 0 (random initial keypoints can be anywhere)
+    return jnp.sqrt(jnp.sum(v * v) + 1e-12)
+
+
+def pendulum_constraint(x):
+    """(2,) -> (1,): the bob stays on a circle of radius 0.5 about the image centre."""
+    return jnp.array([_norm(x[0:2]) - 0.5])
+
+
+def cartpole_constraint(x):
+    """(4,) -> (2,): cart on the rail (y₁ = 0); pole length ‖p₁ − p₂‖ = 0.5."""
+    return jnp.array([x[1], _norm(x[0:2] - x[2:4]) - 0.5])
+
+
+def acrobot_constraint(x):
+    """(4,) -> (2,): ‖p₁‖ = 0.3 (upper arm about the centre), ‖p₁ − p₂‖ = 0.3 (lower arm)."""
+    return jnp.array([_norm(x[0:2]) - 0.3, _norm(x[0:2] - x[2:4]) - 0.3])
+
+
+# ---- the built-in systems -----------------------------------------------------------------------
+def _builtin(name: str, constraint, reward, description: str) -> System:
+    spec = TASK_SPECS[name]
+    return System(name=name, num_keypoints=spec.num_keypoints, action_dim=spec.num_actions, dt=spec.dt,
+                  constraint=constraint, reward=reward, action_scale=spec.action_scale,
+                  description=description)
+
+
+PENDULUM = _builtin("pendulum", pendulum_constraint, pendulum_reward,
+                    "dm_control pendulum swing-up with the paper's edits; keypoint 1 = bob")
+CARTPOLE = _builtin("cartpole", cartpole_constraint, cartpole_reward,
+                    "dm_control cartpole swing-up with the paper's edits; keypoint 1 = cart, 2 = pole")
+ACROBOT = _builtin("acrobot", acrobot_constraint, acrobot_reward,
+                   "dm_control acrobot swing-up with the paper's edits; keypoint 1 = upper arm, 2 = lower arm")
+BUILTIN: dict[str, System] = {s.name: s for s in (PENDULUM, CARTPOLE, ACROBOT)}
+
+
+def get(name: str) -> System:
+    """The built-in System called ``name``; ValueError naming the allowed names otherwise."""
+    if name not in BUILTIN:
+        raise ValueError(f"unknown system {name!r}; built-in: {', '.join(BUILTIN)} "
+                         "(your own: a System in a Python file, `--system FILE.py[:NAME]`)")
+    return BUILTIN[name]
+
+
+__all__ = ["BUILTIN", "get", "PENDULUM", "CARTPOLE", "ACROBOT"]

@@ -1,0 +1,213 @@
+"""The run-directory and exported-model format: file names, what each holds, how to load them.
+
+This module is the one owner of the format; everything else reads and writes run directories
+through these names and functions.
+
+A **run directory** (``keycld train``)::
+
+    config.json           TrainConfig (keycld.config)
+    system.py             your own System's spec file, copied at the start (user systems only)
+    checkpoint.msgpack    params + optimiser state + counters after the last complete epoch
+    metrics.jsonl         one line per epoch (train loss terms, validation VPT, wall time, device)
+    vpt.json              validation VPT (``vpt_<split>.json`` for other splits)
+    init_from.json        the budget of the run a fine-tuned run started from
+    potential.png         the learned potential landscape (``keycld evaluate``)
+    gifs/epoch_XXX.gif    ground truth | keypoint heatmaps | Gaussian maps | prediction
+    .lock                 held while a process trains in the directory
+
+An **exported model** (``keycld export``) holds ``config.json``, ``system.py`` (user systems),
+``params.msgpack`` (weights only), ``reset_bank.npz`` (encoded initial states for the
+environments), the VPT files, ``metrics.jsonl``, ``init_from.json``, ``model.json`` (format
+version, provenance, weights' SHA-256) and ``MODEL_CARD.md``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import jax
+
+from keycld import checkpoint, fileio
+from keycld.config import TrainConfig
+from keycld.model.keycld import KeyCLD
+from keycld.system import System, load_system_file
+
+CONFIG = "config.json"
+SYSTEM_SPEC = "system.py"
+CHECKPOINT = "checkpoint.msgpack"
+PARAMS = "params.msgpack"
+METRICS = "metrics.jsonl"
+VPT = "vpt.json"
+INIT_FROM = "init_from.json"
+POTENTIAL = "potential.png"
+GIFS = "gifs"
+LOCK = ".lock"
+BANK = "reset_bank.npz"
+MODEL_INFO = "model.json"
+MODEL_CARD = "MODEL_CARD.md"
+# what an export copies from its run directory when present
+EXPORT_COPIED = (VPT, "vpt_heldout.json", METRICS, INIT_FROM)
+
+
+def vpt_file(split: str) -> str:
+    """``vpt.json`` for the validation split, ``vpt_<split>.json`` otherwise."""
+    return VPT if split == "val" else f"vpt_{split}.json"
+
+
+def gif_file(epoch: int) -> str:
+    return f"{GIFS}/epoch_{epoch:03d}.gif"
+
+
+def is_run(path: str | os.PathLike) -> bool:
+    """True when ``path`` holds a config and weights (a run or an exported model)."""
+    path = Path(path)
+    return (path / CONFIG).is_file() and ((path / CHECKPOINT).is_file() or (path / PARAMS).is_file())
+
+
+# ---- reading ------------------------------------------------------------------------------------
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def load_config(run_dir: str | os.PathLike) -> TrainConfig:
+    """The TrainConfig of a run or exported model; ValueError naming the file when unusable."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no {CONFIG})")
+    try:
+        return TrainConfig.load(path)
+    except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path} is not a valid run configuration: {err}") from None
+
+
+def load_system(run_dir: str | os.PathLike, cfg: TrainConfig | None = None) -> System:
+    """The System a run trains: the built-in one named in its config, or the System in the run's
+    own copy of its spec file (``system.py``)."""
+    cfg = cfg or load_config(run_dir)
+    if not cfg.user_data:
+        from keycld import systems
+        return systems.get(cfg.environment)
+    spec = Path(run_dir) / SYSTEM_SPEC
+    if not spec.is_file():
+        raise FileNotFoundError(f"{run_dir} trains the System {cfg.environment!r} but holds no {SYSTEM_SPEC}")
+    system, _, _ = load_system_file(f"{spec}:{cfg.system_attr}")
+    if system.name != cfg.environment:
+        raise ValueError(f"{spec}: {cfg.system_attr} is the System {system.name!r}, the config says "
+                         f"{cfg.environment!r}")
+    return system
+
+
+def copy_system_spec(source: str | os.PathLike, run_dir: str | os.PathLike) -> None:
+    """Copy a System's spec file into ``run_dir`` as ``system.py`` (atomically)."""
+    fileio.write_bytes(Path(run_dir) / SYSTEM_SPEC, Path(source).read_bytes())
+
+
+def weights_file(run_dir: str | os.PathLike) -> Path:
+    """The file holding a run's weights: ``checkpoint.msgpack`` (training run) or
+    ``params.msgpack`` (exported model)."""
+    run_dir = Path(run_dir)
+    for name in (CHECKPOINT, PARAMS):
+        if (run_dir / name).exists():
+            return run_dir / name
+    raise FileNotFoundError(f"{run_dir} holds no {CHECKPOINT} or {PARAMS}")
+
+
+def load_model(run_dir: str | os.PathLike) -> tuple[KeyCLD, dict, TrainConfig]:
+    """(model, params, config) of a trained run directory or an exported model directory."""
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir)
+    model = KeyCLD.from_config(cfg, load_system(run_dir, cfg))
+    target = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    path = weights_file(run_dir)
+    if path.name == PARAMS:
+        return model, checkpoint.load(path, target), cfg
+    return model, checkpoint.load_entry(path, "params", target), cfg
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The per-epoch records of ``metrics.jsonl`` (a line cut short by a kill is skipped)."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def last_metrics(run_dir: str | os.PathLike) -> dict | None:
+    records = read_metrics(run_dir)
+    return records[-1] if records else None
+
+
+def truncate_metrics(run_dir: str | os.PathLike, epochs_done: int) -> None:
+    """Drop metric lines of epochs that have no checkpoint (a killed epoch)."""
+    path = Path(run_dir) / METRICS
+    if path.exists():
+        keep = [r for r in read_metrics(run_dir) if r["epoch"] <= epochs_done]
+        fileio.write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+def append_metrics(run_dir: str | os.PathLike, record: dict) -> None:
+    with open(Path(run_dir) / METRICS, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+# ---- budgets (fine-tuned runs include their sources') ------------------------------------------
+def _plus(a, b):
+    """a + b, or None when either is unknown."""
+    return None if a is None or b is None else a + b
+
+
+def run_budget(run_dir: str | os.PathLike) -> dict:
+    """What a run directory was trained for, its sources' budgets included (``--init_from``):
+    {"source", "epochs", "steps", "wall_time_s"} (None where unknown), from ``metrics.jsonl``
+    and the run's own ``init_from.json``. Fine-tuning writes this as the new run's
+    ``init_from.json``, so the budget survives when the source directory is gone."""
+    run_dir = Path(run_dir)
+    last = last_metrics(run_dir) or {}
+    budget = {"source": str(run_dir), "epochs": last.get("epoch", 0), "steps": last.get("step"),
+              "wall_time_s": last.get("wall_time_s")}
+    cfg_path = run_dir / CONFIG
+    init_from = read_json(cfg_path).get("init_from") if cfg_path.is_file() else None
+    prior = prior_budget(init_from, run_dir)
+    if prior is not None:
+        budget["epochs"] += prior["epochs"]
+        for k in ("steps", "wall_time_s"):
+            budget[k] = _plus(budget[k], prior[k])
+    return budget
+
+
+def prior_budget(init_from: str | None, run_dir: Path) -> dict | None:
+    """The budget (``run_budget``) of the run a fine-tuned ``run_dir`` started from: its
+    ``init_from.json`` if present, else the source directory itself (relative paths: from the
+    current directory, the repository root or beside ``run_dir``); None when there is none."""
+    if not init_from:
+        return None
+    run_dir = Path(run_dir)
+    if (run_dir / INIT_FROM).is_file():
+        return read_json(run_dir / INIT_FROM)
+    here = Path(__file__).resolve().parent.parent
+    for base in (Path.cwd(), here, run_dir.parent):
+        source = base / init_from
+        if source.resolve() != run_dir.resolve() and (source / METRICS).is_file():
+            return run_budget(source)
+    return None
+
+
+def copy_into_export(run_dir: Path, export_dir: Path) -> None:
+    """Copy the files an export keeps from its run directory (``EXPORT_COPIED``, the spec file)."""
+    for name in (*EXPORT_COPIED, SYSTEM_SPEC):
+        if (run_dir / name).exists():
+            shutil.copy2(run_dir / name, export_dir / name)
+
+
+__all__ = ["CONFIG", "SYSTEM_SPEC", "CHECKPOINT", "PARAMS", "METRICS", "VPT", "INIT_FROM", "POTENTIAL", "GIFS",
+           "BANK", "MODEL_INFO", "MODEL_CARD", "vpt_file", "load_config", "load_system", "load_model",
+           "read_metrics", "run_budget", "weights_file", "is_run"]

@@ -23,16 +23,17 @@ import numpy as np
 
 from keycld import System
 
-A, C = 0.8, -0.6  # the wire: y = A x² + C, image units
+A, B, C = 0.8, 0.0, -0.25  # the wire: y = A x² + B x + C, image units
 GRAVITY = 6.0  # image units / s²
 FORCE = 1.5  # image units / s² per unit of action (mass 1)
 DT = 0.02  # seconds between frames
-RADIUS = 0.1  # the bead's radius, image units
+RADIUS = 0.15  # the bead's radius, image units
+START, SPEED = (-0.6, 0.6), 0.5  # initial positions (image units) and speeds (image units / s)
 
 
 def constraint(x):
-    """Φ(x) = y − (A x² + C): the bead is on the wire."""
-    return jnp.array([x[1] - (A * x[0] ** 2 + C)])
+    """Φ(x) = y − (A x² + B x + C): the bead is on the wire."""
+    return jnp.array([x[1] - (A * x[0] ** 2 + B * x[0] + C)])
 
 
 def reward(x, xd, u):
@@ -41,12 +42,13 @@ def reward(x, xd, u):
 
 
 SYSTEM = System(name="bead", num_keypoints=1, action_dim=1, dt=DT, constraint=constraint, reward=reward,
-                action_scale=1.0, description="a bead on the parabolic wire y = 0.8 x² − 0.6, pushed sideways")
+                action_scale=1.0, description="a bead on the parabolic wire y = 0.8 x² − 0.25, pushed sideways")
 
 
 def acceleration(s, sd, u):
     """ẍ of the bead's horizontal position s (Euler–Lagrange on the wire, no friction)."""
-    return (FORCE * u - 4 * A * A * s * sd ** 2 - 2 * GRAVITY * A * s) / (1 + 4 * A * A * s ** 2)
+    slope = 2 * A * s + B
+    return (FORCE * u - slope * 2 * A * sd ** 2 - GRAVITY * slope) / (1 + slope ** 2)
 
 
 def simulate(s, sd, actions, substeps=4):
@@ -65,14 +67,14 @@ def simulate(s, sd, actions, substeps=4):
 
 GRID = np.linspace(-1, 1, 64)
 PX, PY = np.meshgrid(GRID, -GRID)  # pixel centres in image units, row 0 at the top
-WIRE = np.abs(PY - (A * PX ** 2 + C)) < 0.025
+WIRE = np.abs(PY - (A * PX ** 2 + B * PX + C)) < 0.025
 
 
 def draw(s):
     """(64, 64, 3) uint8: dark background, grey wire, red bead (anti-aliased) at x = s."""
     img = np.full((64, 64, 3), 30.0)
     img[WIRE] = 150.0
-    dist = np.hypot(PX - s, PY - (A * s ** 2 + C))
+    dist = np.hypot(PX - s, PY - (A * s ** 2 + B * s + C))
     alpha = np.clip((RADIUS - dist) / (2 / 63) + 0.5, 0, 1)[..., None]
     return (img * (1 - alpha) + np.array([230.0, 40.0, 40.0]) * alpha).round().astype(np.uint8)
 
@@ -84,8 +86,8 @@ def make_runs(num_runs, num_frames, seed=0, hold=10):
     actions = np.repeat(rng.uniform(-1, 1, (num_runs, -(-num_frames // hold), 1)), hold, axis=1)[:, :num_frames]
     actions[rng.random(num_runs) < 0.2] = 0.0  # some runs unforced, as in the paper's datasets
     for i in range(num_runs):  # frame t shows the state after t steps; actions[i, t] acts from t to t+1
-        s0 = rng.uniform(-0.6, 0.6)
-        s = np.concatenate([[s0], simulate(s0, rng.uniform(-0.5, 0.5), actions[i, :-1, 0])])
+        s0 = rng.uniform(*START)
+        s = np.concatenate([[s0], simulate(s0, rng.uniform(-SPEED, SPEED), actions[i, :-1, 0])])
         frames[i] = [draw(v) for v in s]
     return frames, actions.astype(np.float32)
 

@@ -46,6 +46,8 @@ def add_train_args(p: argparse.ArgumentParser, model_choice: bool = True) -> Non
     p.add_argument("--num_epochs", type=positive_int, default=None)
     p.add_argument("--num_hidden_dim", type=positive_int, default=None)
     p.add_argument("--num_predicted_steps", type=positive_int, default=None)
+    p.add_argument("--sigma", type=float, default=None,
+                   help=f"width of the renderer's keypoint Gaussian maps in image units (paper {d.sigma})")
     p.add_argument("--refine_epochs", type=int, default=None,
                    help="the last N epochs train the dynamics with the --refine_* settings (0 = off)")
     p.add_argument("--refine_num_predicted_steps", type=positive_int, default=None,

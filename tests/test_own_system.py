@@ -266,3 +266,15 @@ def test_per_step_actions_equal_a_held_action():
     np.testing.assert_allclose(seq, held, rtol=1e-6, atol=1e-7)
     other, _ = model.rollout(params, x, xd, jnp.tile(u, (5, 1)).at[2].set(-0.7), 5)
     assert not np.allclose(other, held)
+
+
+def test_atomic_writes_keep_ordinary_permissions(tmp_path):
+    import os
+
+    from keycld import fileio
+
+    fileio.write_text(tmp_path / "a.json", "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert not list(tmp_path.glob(".*.tmp"))

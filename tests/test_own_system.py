@@ -278,3 +278,15 @@ def test_atomic_writes_keep_ordinary_permissions(tmp_path):
     os.umask(mask)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_example_script_writes_runs(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "runs.npz"
+    subprocess.run([sys.executable, str(EXAMPLE), "--out", str(out), "--runs", "3", "--frames", "4"], check=True,
+                   capture_output=True)
+    with np.load(out) as z:
+        assert z["frames"].shape == (3, 4, 64, 64, 3) and z["frames"].dtype == np.uint8
+        assert z["actions"].shape == (3, 4, 1) and z["actions"].dtype == np.float32

@@ -122,10 +122,8 @@ class TrainConfig:
                              f"and/or refine_dynamics_lr_factor, or refine_epochs = 0")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch <= 0:
             raise ValueError(f"max_steps_per_epoch must be positive, got {self.max_steps_per_epoch}")
-        for name in ("seed",):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2 ** 31:
-                raise ValueError(f"{name} must be an integer in [0, 2**31), got {v!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 31:
+            raise ValueError(f"seed must be an integer in [0, 2**31), got {self.seed!r}")
         if not self.user_data:
             self.dataset_config()  # validates control vs environment
 

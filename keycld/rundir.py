@@ -160,7 +160,7 @@ def append_metrics(run_dir: str | os.PathLike, record: dict) -> None:
 
 
 # ---- budgets (fine-tuned runs include their sources') ------------------------------------------
-def _plus(a, b):
+def sum_or_none(a, b):
     """a + b, or None when either is unknown."""
     return None if a is None or b is None else a + b
 
@@ -180,7 +180,7 @@ def run_budget(run_dir: str | os.PathLike) -> dict:
     if prior is not None:
         budget["epochs"] += prior["epochs"]
         for k in ("steps", "wall_time_s"):
-            budget[k] = _plus(budget[k], prior[k])
+            budget[k] = sum_or_none(budget[k], prior[k])
     return budget
 
 

@@ -96,7 +96,8 @@ class System:
         object.__setattr__(self, "action_dim", int(self.action_dim))
         object.__setattr__(self, "dt", float(self.dt))
         object.__setattr__(self, "action_scale", float(self.action_scale))
-        self._check_constraint()
+        # C, from the one validating call of Φ (0 without constraints); not a dataclass field
+        object.__setattr__(self, "_num_constraints", self._check_constraint())
         self._check_reward()
 
     # ---- validation ---------------------------------------------------------------------
@@ -105,38 +106,37 @@ class System:
 
         return jnp.asarray(np.random.RandomState(seed).uniform(-0.5, 0.5, n), jnp.float32)
 
-    def _check_constraint(self) -> None:
-        if self.constraint is None:
-            return
-        if not callable(self.constraint):
-            raise ValueError(f"System.constraint must be a function x -> Φ(x) or None, got "
-                             f"{type(self.constraint).__name__}")
-        d = 2 * self.num_keypoints
+    def _evaluate(self, field: str, signature: str, inputs: str, *args) -> np.ndarray:
+        """``getattr(self, field)(*args)`` as an array; ValueError naming the field when it is
+        not a function or raises (the user's function: whatever it raised is reported)."""
+        fn = getattr(self, field)
+        if not callable(fn):
+            raise ValueError(f"System.{field} must be a function {signature} or None, got {type(fn).__name__}")
         try:
-            value = np.asarray(self.constraint(self._random_point(d, 0)))
-        except Exception as err:  # the user's function: report whatever it raised
-            raise ValueError(f"System.constraint failed on a ({d},) keypoint vector: "
-                             f"{type(err).__name__}: {err}") from None
+            return np.asarray(fn(*args))
+        except Exception as err:
+            raise ValueError(f"System.{field} failed on {inputs}: {type(err).__name__}: {err}") from None
+
+    def _check_constraint(self) -> int:
+        """Validate Φ; the number of constraint equations C."""
+        if self.constraint is None:
+            return 0
+        d = 2 * self.num_keypoints
+        value = self._evaluate("constraint", "x -> Φ(x)", f"a ({d},) keypoint vector", self._random_point(d, 0))
         if value.ndim != 1:
             raise ValueError(f"System.constraint must return a 1-D array (C,), got shape {value.shape}")
         if not 0 < value.shape[0] < d:
             raise ValueError(f"System.constraint must return 0 < C < 2K = {d} values, got {value.shape[0]}")
         if not np.all(np.isfinite(value)):
             raise ValueError(f"System.constraint is not finite at a random point: {value.tolist()}")
+        return int(value.shape[0])
 
     def _check_reward(self) -> None:
         if self.reward is None:
             return
-        if not callable(self.reward):
-            raise ValueError(f"System.reward must be a function (x, xd, u) -> scalar or None, got "
-                             f"{type(self.reward).__name__}")
-        d = 2 * self.num_keypoints
-        try:
-            value = np.asarray(self.reward(self._random_point(d, 1), self._random_point(d, 2),
-                                           self._random_point(self.action_dim, 3)))
-        except Exception as err:
-            raise ValueError(f"System.reward failed on x, xd ({d},) and u ({self.action_dim},): "
-                             f"{type(err).__name__}: {err}") from None
+        d, a = 2 * self.num_keypoints, self.action_dim
+        value = self._evaluate("reward", "(x, xd, u) -> scalar", f"x, xd ({d},) and u ({a},)",
+                               self._random_point(d, 1), self._random_point(d, 2), self._random_point(a, 3))
         if value.shape != ():
             raise ValueError(f"System.reward must return a scalar, got shape {value.shape}")
         if not np.isfinite(value):
@@ -155,9 +155,7 @@ class System:
     @property
     def num_constraints(self) -> int:
         """C, the number of constraint equations (0 without constraints)."""
-        if self.constraint is None:
-            return 0
-        return int(np.asarray(self.constraint(self._random_point(self.state_dim, 0))).shape[0])
+        return self._num_constraints
 
 
 def load_system_file(reference: str | Path) -> tuple[System, Path, str]:

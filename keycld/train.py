@@ -1,8 +1,9 @@
 """Training: optimiser, pure jitted train step, and the loop (I/O, logging, checkpoints).
 
-The run directory's files are described in :mod:`keycld.rundir`. Killing training loses at most the current epoch; ``resume`` continues from the last complete
-checkpoint and gives the same result as an uninterrupted run (data order and augmentation
-keys are functions of (seed, epoch, step) only).
+The run directory's files are described in :mod:`keycld.rundir`. Killing training loses at
+most the current epoch; ``resume`` continues from the last complete checkpoint and gives the
+same result as an uninterrupted run (data order and augmentation keys are functions of (seed,
+epoch, step) only).
 """
 from __future__ import annotations
 

@@ -140,12 +140,11 @@ def config_and_spec_from_args(args, parser, model: str | None = None):
 
 
 def run_train(args, parser, model: str | None = None) -> int:
+    from keycld import rundir
     from keycld.train import TrainingDiverged, train
 
     system_file = None
     if args.resume:
-        from keycld import rundir
-
         run_dir = Path(args.resume)
         try:
             cfg = rundir.load_config(run_dir)
@@ -165,8 +164,6 @@ def run_train(args, parser, model: str | None = None) -> int:
                 else f"{cfg.model}-{cfg.environment}-{cfg.init_mode}-{cfg.control}-s{cfg.seed}")
         run_dir = Path(args.out or f"runs/{name}")
         resume = False
-        from keycld import rundir
-
         if (run_dir / rundir.CHECKPOINT).exists():
             parser.error(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose --out")
     logger = None

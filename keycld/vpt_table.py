@@ -17,7 +17,7 @@ from pathlib import Path
 
 from keycld import rundir
 from keycld.config import DATASETS, REPRO_MODELS
-from keycld.rundir import _plus, prior_budget, read_json as _read_json
+from keycld.rundir import prior_budget, read_json as _read_json, sum_or_none
 
 MODEL_LABELS = {"keycld": "KeyCLD", "no_constraint": "no constraint", "node2": "NODE2", "fc": "FC"}
 PAPER_KEYCLD: dict[tuple[str, str], str] = {}  # (env, control) -> reported value; none found
@@ -78,7 +78,7 @@ def summarize_run(run_dir: Path, init_mode: str = "random") -> RunSummary | None
     wall = last.get("wall_time_s", vpt.get("train_wall_time_s"))
     prior = prior_budget(cfg.get("init_from"), run_dir)
     if prior is not None:  # a fine-tuned run: its budget includes its source's
-        steps, wall = _plus(steps, prior["steps"]), _plus(wall, prior["wall_time_s"])
+        steps, wall = sum_or_none(steps, prior["steps"]), sum_or_none(wall, prior["wall_time_s"])
     return RunSummary(
         model=cfg["model"], environment=cfg["environment"], control=cfg["control"],
         mean=float(vpt["mean"]), std=float(vpt["std"]), median=float(vpt["median"]),

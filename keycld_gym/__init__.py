@@ -15,7 +15,7 @@ import keycld  # noqa: E402,F401  (XLA flags before jax starts)
 from gymnasium.envs.registration import register, registry  # noqa: E402
 from keycld_gym.compare import compare  # noqa: E402,F401  (diagnostics; light import)
 
-SYSTEMS = {"Pendulum": "pendulum", "Cartpole": "cartpole", "Acrobot": "acrobot"}  # as keycld_gym.paper.SYSTEMS
+SYSTEMS = {"Pendulum": "pendulum", "Cartpole": "cartpole", "Acrobot": "acrobot"}  # id part -> System name
 
 
 def _register() -> None:

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium import spaces
 
+from keycld.model import constraints as C
 from keycld_gym import functional as F
 
 OBS_TYPES_LEARNED = ("keypoints", "pixels")
@@ -71,9 +72,8 @@ def on_manifold(state: F.EnvState, params: F.EnvParams) -> F.EnvState:
     its projection: an encoded state passes through bit for bit, an off-manifold one is fixed."""
     if not params.model.dynamics.constrained:
         return state
-    phi = F.manifold(params)
-    d = jax.jacfwd(phi)(state.x)
-    if float(jnp.max(jnp.abs(phi(state.x)))) <= MANIFOLD_TOL and float(jnp.max(jnp.abs(d @ state.xd))) <= MANIFOLD_TOL:
+    tangent = C.jacobian(F.manifold(params), state.x) @ state.xd
+    if float(F.constraint_residual(state, params)) <= MANIFOLD_TOL and float(jnp.max(jnp.abs(tangent))) <= MANIFOLD_TOL:
         return state
     x, xd = _project(state.x, state.xd, params)
     return F.EnvState(x, xd, state.t)
@@ -159,10 +159,10 @@ class KeyCLDEnv(gym.Env):
                              "exported by `keycld export`")
         self.obs_type, self.render_mode = obs_type, render_mode
         self.params, self.bank = load_env_params(system, checkpoint, integrator, substeps, bank_size)
-        self.spec_system = self.params.model.system
-        self.system = self.spec_system.name
-        self.metadata = {**self.metadata, "render_fps": int(round(1 / self.spec_system.dt))}
-        self.action_space = spaces.Box(-1.0, 1.0, (self.spec_system.action_dim,), np.float32)
+        spec = self.params.model.system
+        self.system = spec.name
+        self.metadata = {**self.metadata, "render_fps": int(round(1 / spec.dt))}
+        self.action_space = spaces.Box(-1.0, 1.0, (spec.action_dim,), np.float32)
         self.observation_space = (keypoint_space(self.params) if obs_type == "keypoints"
                                   else spaces.Box(0, 255, (64, 64, 3), np.uint8))
         self._state: F.EnvState | None = None

@@ -24,6 +24,7 @@ from keycld_gym.functional import INTEGRATORS, EnvParams
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 BANK_FILE = rundir.BANK
 BANK_VERSION = 4  # bump when the encoding of bank states changes
+DEFAULT_BANK_SIZE = 64  # real resets in a bank of one of the paper's tasks
 MAX_DATA_BANK = 4096  # a user system's bank: the first three frames of up to this many training runs
 
 
@@ -68,7 +69,7 @@ def constraint_offset(model: KeyCLD, kp: np.ndarray) -> np.ndarray:
     """The level c of Φ(x) = c that encoded keypoints kp (N, 2K) lie on: the median of Φ over
     them, (C,); zeros for models without constraints.
 
-    The paper's lengths (DESIGN.md §4) need not match where the encoder puts a keypoint along a
+    The paper's lengths (``keycld.systems``) need not match where the encoder puts a keypoint along a
     link (measured: the acrobot's elbow sits 0.41 image units from the centre, not 0.3), and the
     constrained dynamics conserve Φ at any level; projecting the env's states onto c keeps them
     where the encoder, the potential and the renderer were trained.
@@ -219,13 +220,12 @@ def load_bank(run_dir: Path, model: KeyCLD, weights, size: int | None, seed: int
     digest = fileio.sha256(rundir.weights_file(run_dir))
     if cfg.user_data:
         return _user_bank(run_dir, model, weights, cfg, digest, size, seed)
-    size = 64 if size is None else size
+    size = DEFAULT_BANK_SIZE if size is None else size
     cached_seeds = None
     if path.exists():
         try:
-            with np.load(path, allow_pickle=False) as z:
-                cached = {k: z[k] for k in z.files}
-            if int(cached.get("version", 0)) == BANK_VERSION and str(cached["weights_sha256"]) == digest:
+            cached = _read_bank(path, digest)
+            if cached is not None:
                 cached_seeds = [int(s) for s in cached["seeds"]]
                 start = seed - cached_seeds[0]
                 if start >= 0 and cached_seeds[start:start + size] == list(range(seed, seed + size)):
@@ -233,21 +233,19 @@ def load_bank(run_dir: Path, model: KeyCLD, weights, size: int | None, seed: int
                                         for k, v in cached.items()}, model, path)
         except Exception:  # unreadable or malformed cache: rebuild it
             cached_seeds = None
-    bank = build_bank(model.system.name, model, weights, size, seed)
-    bank = {**bank, "weights_sha256": np.array(digest), "version": np.int64(BANK_VERSION)}
+    bank = stamp_bank(build_bank(model.system.name, model, weights, size, seed), digest)
     covers = not cached_seeds or (seed <= cached_seeds[0] and seed + size >= cached_seeds[-1] + 1)
     default_wins = seed == 0 and bool(cached_seeds) and cached_seeds[0] != 0
     if (covers or default_wins) and os.access(run_dir, os.W_OK):
-        save_bank(path, bank, digest)
+        save_bank(path, bank)
     return bank
 
 
 def _user_bank(run_dir: Path, model: KeyCLD, weights, cfg, digest: str, size: int | None, seed: int) -> dict:
     path = run_dir / BANK_FILE
     if path.exists():
-        with np.load(path, allow_pickle=False) as z:
-            bank = {k: z[k] for k in z.files}
-        if int(bank.get("version", 0)) != BANK_VERSION or str(bank.get("weights_sha256")) != digest:
+        bank = _read_bank(path, digest)
+        if bank is None:
             raise ValueError(f"reset bank {path} was not built from these weights (or by another version); "
                              "export the run again")
     else:
@@ -262,9 +260,23 @@ def _user_bank(run_dir: Path, model: KeyCLD, weights, cfg, digest: str, size: in
     return _check_bank(bank, model, path)
 
 
-def save_bank(path: Path, bank: dict, weights_sha256: str) -> None:
-    """Write a bank (with the weights' SHA-256 and ``BANK_VERSION``) atomically."""
-    bank = {**bank, "weights_sha256": np.array(weights_sha256), "version": np.int64(BANK_VERSION)}
+def stamp_bank(bank: dict, weights_sha256: str) -> dict:
+    """``bank`` with the SHA-256 of the weights it was encoded with and ``BANK_VERSION``."""
+    return {**bank, "weights_sha256": np.array(weights_sha256), "version": np.int64(BANK_VERSION)}
+
+
+def _read_bank(path: Path, weights_sha256: str) -> dict | None:
+    """The bank stored at ``path``, or None when it was built by other weights or another
+    ``BANK_VERSION`` (an unreadable file raises)."""
+    with np.load(path, allow_pickle=False) as z:
+        bank = {k: z[k] for k in z.files}
+    if int(bank.get("version", 0)) != BANK_VERSION or str(bank.get("weights_sha256")) != weights_sha256:
+        return None
+    return bank
+
+
+def save_bank(path: Path, bank: dict) -> None:
+    """Write a stamped bank (``stamp_bank``) atomically."""
     fileio.atomic_write(path, lambda f: np.savez(f, **bank))
 
 

@@ -16,7 +16,6 @@ from keycld_gym.envs import RENDER_MODES, KeyCLDEnv, check_action, check_choice,
 from keycld_gym.vector import KeyCLDVectorEnv
 
 OBS_TYPES_REAL = ("state", "pixels", "keypoints")
-SYSTEMS = {"Pendulum": "pendulum", "Cartpole": "cartpole", "Acrobot": "acrobot"}  # id part -> System name
 
 
 class KeyCLDPendulumEnv(KeyCLDEnv):

@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 from keycld import fileio, rundir
-from keycld_gym.loading import BANK_FILE, MODELS_DIR
+from keycld_gym.loading import BANK_FILE, DEFAULT_BANK_SIZE, MODELS_DIR
 
 FORMAT_VERSION = 1
 MAX_BYTES = 10 * 2 ** 20
-BANK_SIZE = 64
+BANK_SIZE = DEFAULT_BANK_SIZE
 
 
 def hardware_description() -> str:
@@ -105,7 +105,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, har
     """
     from keycld import checkpoint
     from keycld.data import load_runs
-    from keycld_gym.loading import build_data_bank, load_bank, save_bank
+    from keycld_gym.loading import build_data_bank, load_bank, save_bank, stamp_bank
 
     run_dir = Path(run_dir)
     if not rundir.is_run(run_dir):
@@ -128,7 +128,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, har
         rundir.copy_into_export(run_dir, tmp)
         if cfg.user_data:
             bank = build_data_bank(model, weights, load_runs(cfg.data, model.system, cfg.data_sha256))
-            save_bank(tmp / BANK_FILE, bank, digest)
+            save_bank(tmp / BANK_FILE, stamp_bank(bank, digest))
             bank_size = len(bank["states"])
         else:
             load_bank(tmp, model, weights, bank_size, cfg=cfg)

@@ -5,7 +5,7 @@ action is ``(A,)`` float32 in the env's action Box ``[-1, 1]`` (×2 to the datas
 ``env`` is the (unwrapped) KeyCLD environment, learned or real, so that a true-model agent can
 read the simulator and a learned-model agent the environment's parameters.
 
-**Success** (DESIGN §6): the task's sparse reward holds on every step of the final second —
+**Success**: the task's sparse reward holds on every step of the final second —
 pendulum within 8° of upright; cartpole |cart| < 0.25 m and pole cosine > 0.995; acrobot tip
 within 0.2 m of the target. On the real env it is read from MuJoCo, on the learned env from the
 keypoints through the known geometry (``keycld.systems``).

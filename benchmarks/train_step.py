@@ -6,8 +6,8 @@ Rows: pendulum and cartpole at the paper's configuration (h = 32, 50 frames, bat
 4 predicted steps), the --preset cpu width (h = 16), the plain U-Net computation (same
 function, no SplitConv) as an in-run baseline, and each with and without the XLA flag
 (KEYCLD_NO_XLA_FLAGS=1 in a subprocess, since the flag must be set before jax starts).
-The original code's figures (pendulum 2.1–2.2 s, cartpole 2.05 s per 50-frame step at h = 32,
-DESIGN.md §5) are constants measured earlier on this machine type, not in this run.
+The original code's figures (pendulum 2.1–2.2 s, cartpole 2.05 s per 50-frame step at h = 32)
+are constants measured earlier on this machine type, not in this run.
 """
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# DESIGN.md §5, the original code's step on this machine type, per (system, h)
+# the original code's step, measured earlier on this machine type, per (system, h)
 ORIGINAL_STEP_S = {("pendulum", 32): 2.15, ("cartpole", 32): 2.05, ("pendulum", 16): 0.64}
-FLOP_BOUND_FPS = 110.0  # DESIGN.md §5: 3.4 GFLOP per frame fwd+bwd at 387 GFLOP/s (plain architecture)
+FLOP_BOUND_FPS = 110.0  # 3.4 GFLOP per frame fwd+bwd at 387 GFLOP/s (plain architecture)
 
 
 def measure(environment: str, hidden: int, fast: bool, repeats: int) -> dict:
@@ -99,7 +99,7 @@ def main() -> None:
                      f"{r['frames_per_s'] / FLOP_BOUND_FPS:.0%}" if r["hidden"] == 32 else ""])
     notes = (f"`python benchmarks/train_step.py --repeats {args.repeats}`: median of {args.repeats} jitted steps "
              "(one 50-frame sequence, loss forward + backward + Adam). 'vs original' divides the original "
-             "code's step time on this machine type for the same system (DESIGN.md §5: pendulum 2.15 s at h=32 and "
+             "code's step time on this machine type for the same system (measured earlier: pendulum 2.15 s at h=32 and "
              "0.64 s at h=16, cartpole 2.05 s at h=32) by ours. "
              "'of bound' = frames/s over the ~110 frames/s FLOP bound of the plain architecture (3.4 GFLOP "
              "per frame at 387 GFLOP/s).")

@@ -169,7 +169,7 @@ def generate_run(environment: str, init_mode: str, control: str, seed: int, num_
 
 
 def _worker_init() -> None:
-    # One llvmpipe thread per process: the processes are the parallelism (DESIGN.md §5).
+    # One llvmpipe thread per process: the processes are the parallelism.
     os.environ.setdefault("LP_NUM_THREADS", "1")
     os.environ.setdefault("MUJOCO_GL", "egl")
 

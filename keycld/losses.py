@@ -1,4 +1,4 @@
-"""KeyCLD training loss for one image sequence (DESIGN.md §2).
+"""KeyCLD training loss for one image sequence (the paper's loss).
 
 total = reconstruction + dynamics_weight · dynamics + bce_weight · BCE
         [+ constraint_weight · constraint], where

@@ -98,7 +98,7 @@ def test_catch_walks_a_balanced_pole_back_to_the_centre():
 
 
 def test_true_model_baseline_swings_up_the_pendulum():
-    """DESIGN §6: pumping + catch with the true model succeeds on the pendulum (>= 90% of 20)."""
+    """Pumping + catch with the true model succeeds on the pendulum (>= 90% of 20)."""
     env = gym.make("KeyCLD-Pendulum-Real-v0", obs_type="state")
     agent = true_controller("pendulum")
     results = [run_episode(env, agent, seed) for seed in range(20)]

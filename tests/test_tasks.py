@@ -1,4 +1,4 @@
-"""The paper's XML changes, checked against the compiled MuJoCo model (DESIGN.md §3)."""
+"""The paper's XML changes, checked against the compiled MuJoCo model."""
 import numpy as np
 import pytest
 

@@ -1,6 +1,6 @@
 """Keypoint estimator and renderer networks (Flax linen).
 
-U-Net (DESIGN.md §2): conv3×3 → GroupNorm(8) → ReLU at widths h (64²), 2h (32²), 4h (16²),
+U-Net (the paper's architecture): conv3×3 → GroupNorm(8) → ReLU at widths h (64²), 2h (32²), 4h (16²),
 nearest-neighbour upsampling with skip concatenation back to h, final conv3×3.
 About 0.54 GFLOP per 64×64 frame forward at h = 32 (encoder) computed the plain way; the
 fast path (``SplitConv``) computes the same function with about 0.37 GFLOP: the convolution

@@ -6,13 +6,20 @@ import every layer; ``python -m keycld.cli`` runs keycld's own subcommands witho
 """
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:  # run as a file (python agents/cli.py)
+    import runpy, sys  # noqa: E401  # rerun as the package module, so relative imports work
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    runpy.run_module("agents.cli", run_name="__main__", alter_sys=True)
+    raise SystemExit(0)
+
 import sys
 
 from keycld.cli import main as keycld_main
 
 
 def _registrars():
-    from agents import demo
+    from . import demo
     from keycld_gym import zoo
 
     return (zoo.register, demo.register)

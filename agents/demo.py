@@ -32,7 +32,7 @@ def draw_keypoints(frame: np.ndarray, x: np.ndarray, radius: int = 2) -> np.ndar
 
 def _episode(env, agent, seed: int | None, options: dict | None, keypoints: bool):
     """Roll the agent; returns (frames (T, 64, 64, 3), keypoint obs (T, 4K), return, sparse (T,))."""
-    from agents.base import sparse_keypoints, sparse_real
+    from .base import sparse_keypoints, sparse_real
 
     base = env.unwrapped
     obs, info = env.reset(seed=seed, options=options)
@@ -66,8 +66,8 @@ def run_demo(out: Path, systems=DEMO_SYSTEMS, seed: int = 0, progress: bool = Tr
     import gymnasium as gym
 
     import keycld_gym  # noqa: F401
-    from agents.base import success_of
-    from agents.energy_shaping import learned_controller
+    from .base import success_of
+    from .energy_shaping import learned_controller
     from keycld.systems import get as get_system
 
     out.mkdir(parents=True, exist_ok=True)

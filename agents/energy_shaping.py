@@ -152,7 +152,7 @@ class Gains:
             if not np.isfinite(v) or v < 0:
                 raise ValueError(f"gain {name} must be a finite number >= 0, got {v!r}")
         if self.observer_alpha > 0:
-            from agents.observer import check_gains
+            from .observer import check_gains
             check_gains(self.observer_alpha, self.observer_beta)
         elif self.observer_alpha != 0 or self.observer_beta != 0:  # negative or NaN, or beta alone
             raise ValueError(f"observer_alpha must be 0 (observer off) or in (0, 1], and observer_beta needs "
@@ -489,7 +489,7 @@ class EnergyShapingController:
         self.gains = gains or default_gains(model.kind, model.system, underactuated)
         self.observer = None
         if self.gains.observer_alpha > 0 and model.kind == "learned":
-            from agents.observer import KeypointObserver
+            from .observer import KeypointObserver
             self.observer = KeypointObserver(model.params, self.gains.observer_alpha, self.gains.observer_beta)
         self.last_action = np.zeros(model.num_actions, np.float32)
         self._fresh = True  # the next state() starts the observer from its measurement

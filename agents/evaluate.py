@@ -14,6 +14,13 @@ and the worst episode (``best.gif``, ``worst.gif``).
 """
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:  # run as a file (python agents/evaluate.py)
+    import runpy, sys  # noqa: E401  # rerun as the package module, so relative imports work
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    runpy.run_module("agents.evaluate", run_name="__main__", alter_sys=True)
+    raise SystemExit(0)
+
 import argparse
 import json
 import os
@@ -26,7 +33,7 @@ if __package__ in (None, ""):  # `python agents/evaluate.py`
 
 import numpy as np
 
-from agents.base import EpisodeResult, run_episode, summarize
+from .base import EpisodeResult, run_episode, summarize
 from keycld.tasks import ENVIRONMENTS
 
 AGENTS = ("energy", "energy-true", "mpc-grad", "mpc-cem", "random", "zero")
@@ -92,13 +99,13 @@ def make_agent(name: str, system: str, checkpoint=None, underactuated: bool = Fa
         raise ValueError(f"--underactuated is defined for the cartpole only, not {system!r}")
     num_actions = TASK_SPECS[system].num_actions
     if name == "energy":
-        from agents.energy_shaping import learned_controller
+        from .energy_shaping import learned_controller
         agent = learned_controller(system, checkpoint, underactuated=underactuated, **kwargs)
     elif name == "energy-true":
-        from agents.energy_shaping import true_controller
+        from .energy_shaping import true_controller
         agent = true_controller(system, underactuated=underactuated, **kwargs)
     elif name in ("mpc-grad", "mpc-cem"):
-        from agents.mpc import make_mpc
+        from .mpc import make_mpc
         agent = make_mpc(system, name.split("-")[1], checkpoint, underactuated=underactuated, seed=seed, **kwargs)
     elif name == "random":
         agent = RandomAgent(num_actions, seed)

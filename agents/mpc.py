@@ -80,7 +80,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from agents.energy_shaping import (GOAL_QPOS, EnergyShapingController, LearnedModel, default_gains,
+from .energy_shaping import (GOAL_QPOS, EnergyShapingController, LearnedModel, default_gains,
                                    frame_energy, goal_keypoints)
 from keycld.tasks import check_environment
 from keycld_gym import functional as F

@@ -30,6 +30,13 @@ and once on the real env for the same ``--wall_clock_s`` and writes ``comparison
 """
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:  # run as a file (python agents/train_sb3.py)
+    import runpy, sys  # noqa: E401  # rerun as the package module, so relative imports work
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    runpy.run_module("agents.train_sb3", run_name="__main__", alter_sys=True)
+    raise SystemExit(0)
+
 import argparse
 import json
 import os
@@ -222,7 +229,7 @@ def _callbacks():
 
 def curve_returns(system: str, checkpoint, episodes: int, max_steps: int | None) -> Callable[[Any], list[float]]:
     """model -> real-env returns of ``episodes`` deterministic episodes (seeds CURVE_SEED …)."""
-    from agents.base import run_episode
+    from .base import run_episode
 
     env = real_env(system, checkpoint, max_steps=max_steps)
     return lambda model: [run_episode(env, SB3Agent(model), CURVE_SEED + i).ret for i in range(episodes)]
@@ -255,8 +262,8 @@ def train(algo: str, env_id: str, timesteps: int, out: Path, num_envs: int = 16,
     """
     import torch
 
-    from agents.base import summarize
-    from agents.evaluate import episode_record, evaluate, table, write_gif
+    from .base import summarize
+    from .evaluate import episode_record, evaluate, table, write_gif
 
     system, real = parse_env_id(env_id)
     if algo not in ALGOS:
@@ -467,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"learned / real return ratio: {ratio}; wrote {out}/comparison.md, comparison.png, learned/, real/")
         return 0
     out = Path(args.out or f"runs/sb3/{args.algo}-{args.env}")
-    from agents.evaluate import table
+    from .evaluate import table
     row = train(args.algo, args.env, args.timesteps, out, wall_clock_s=args.wall_clock_s, **kw)
     print(table([row]))
     print(f"wrote {out}/model.zip, config.json, curve.jsonl, curve.png, results.json, results.md"

@@ -1,17 +1,24 @@
-"""The one place files are hashed and written atomically (temporary file + rename).
+"""The one place files are hashed, written atomically (temporary file + rename) and locked.
 
 A reader never sees a half-written file: writes go to a temporary file in the same directory,
 are flushed to disk, then renamed over the target. A process killed mid-write leaves a
-``.NAME.*.tmp`` file, which ``remove_stale_temporaries`` cleans up.
+``.NAME.*.tmp`` file, which ``remove_stale_temporaries`` cleans up. ``locked`` is the one
+inter-process lock (``filelock``: ``fcntl`` on POSIX, ``msvcrt`` on Windows), released when its
+holder exits or is killed.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, IO
+from typing import Callable, IO, Iterator
+
+
+class LockedError(RuntimeError):
+    """Another process holds the lock (raised by ``locked(..., wait=False)``)."""
 
 
 def sha256(path: str | os.PathLike) -> str:
@@ -67,3 +74,24 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike, *, wait: bool = True, what: str | None = None) -> Iterator[None]:
+    """Hold the inter-process lock file ``path`` for the ``with`` block.
+
+    ``wait=True`` blocks until the lock is free; ``wait=False`` raises :class:`LockedError` at once
+    when another process holds it, naming ``what`` (default: the lock file) in the message.
+    """
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(os.fspath(path))
+    try:
+        lock.acquire(timeout=-1 if wait else 0)
+    except Timeout:
+        raise LockedError(f"{what or path} is in use by another process (lock file {path}); "
+                          "wait for it to finish or stop it") from None
+    try:
+        yield
+    finally:
+        lock.release()

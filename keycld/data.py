@@ -14,24 +14,26 @@ tasks (``keycld.tasks``), made exactly as the paper made them:
 * The last ``num_runs // 10`` runs (50 of 500) are the validation split.
 
 On disk a dataset is a compressed ``data.npz`` (uint8 frames) plus ``manifest.json`` holding the
-generation parameters and the SHA-256 of the npz. Both are written atomically. A cache whose
-hash or contents do not check out is reported (with its path) and regenerated.
+generation parameters, the SHA-256 of the npz and the dm_control and mujoco versions that
+rendered the frames. Both are written atomically. A cache whose hash or contents do not check
+out, or whose frames were rendered with other (or unrecorded) dm_control/mujoco versions, is
+reported (with its path and the versions) and regenerated, so pixels of two renderers never mix.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-import fcntl
 import json
 import multiprocessing
 import os
 import tempfile
 import warnings
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from keycld.fileio import atomic_write, sha256
+from keycld.fileio import atomic_write, locked, sha256, write_json
 from keycld.tasks import ENVIRONMENTS, TASK_SPECS, check_environment
 
 INIT_MODES = ("random", "rest")
@@ -269,23 +271,39 @@ def vpt_epsilon(frames: np.ndarray, chunk: int = 32) -> float:
 # ---------------------------------------------------------------------------------------------
 # Cache
 # ---------------------------------------------------------------------------------------------
-def write_cache(directory: Path, cfg: DatasetConfig, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``data.npz`` then ``manifest.json`` (with the npz hash) atomically."""
-    import dm_control
-    import mujoco
+RENDERERS = ("dm_control", "mujoco")  # the distributions whose versions a cache entry records
 
+
+def renderer_versions() -> dict[str, str]:
+    """The installed versions of the distributions that render the frames (``RENDERERS``)."""
+    return {name: metadata.version(name) for name in RENDERERS}
+
+
+def write_cache(directory: Path, cfg: DatasetConfig, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``data.npz`` then ``manifest.json`` (with the npz hash and the renderer versions)
+    atomically."""
     directory.mkdir(parents=True, exist_ok=True)
     npz = directory / "data.npz"
     atomic_write(npz, lambda f: np.savez_compressed(f, **arrays))
     manifest = dict(format=FORMAT_VERSION, config=cfg.to_dict(), sha256=sha256(npz),
-                    epsilon=float(arrays["epsilon"]), dm_control=getattr(dm_control, "__version__", "?"),
-                    mujoco=mujoco.__version__)
-    atomic_write(directory / "manifest.json",
-                  lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+                    epsilon=float(arrays["epsilon"]), **renderer_versions())
+    write_json(directory / "manifest.json", manifest)
 
 
 class CacheError(Exception):
-    """A cache entry is missing, corrupt or does not match its manifest."""
+    """A cache entry is missing, corrupt, does not match its manifest or was rendered with other
+    dm_control/mujoco versions."""
+
+
+def _check_renderers(man: Path, manifest: dict) -> None:
+    """Raise CacheError naming both versions unless ``manifest`` records the installed ones."""
+    installed = renderer_versions()
+    recorded = {name: manifest.get(name) for name in RENDERERS}
+    if recorded != installed:
+        def show(versions: dict) -> str:
+            return ", ".join(f"{name} {versions[name] or '(not recorded)'}" for name in RENDERERS)
+        raise CacheError(f"{man}: frames rendered with {show(recorded)}; installed are {show(installed)} "
+                         "(other renderer versions may give other pixels)")
 
 
 def read_cache(directory: Path, cfg: DatasetConfig) -> dict[str, np.ndarray]:
@@ -299,6 +317,7 @@ def read_cache(directory: Path, cfg: DatasetConfig) -> dict[str, np.ndarray]:
         raise CacheError(f"unreadable manifest {man}: {err}") from None
     if manifest.get("format") != FORMAT_VERSION or manifest.get("config") != cfg.to_dict():
         raise CacheError(f"manifest {man} does not match the requested dataset")
+    _check_renderers(man, manifest)
     if sha256(npz) != manifest.get("sha256"):
         raise CacheError(f"content hash mismatch for {npz} (corrupt or truncated)")
     try:
@@ -372,13 +391,19 @@ def _from_arrays(cfg: DatasetConfig, arrays: dict[str, np.ndarray]) -> Dataset:
                    **{k: arrays[k] for k in ("qpos", "qvel", "time", "seed", "grid_frames", "grid_qpos")})
 
 
+def _lock_file(root: Path, cfg: DatasetConfig) -> Path:
+    """The lock file that serialises generating ``cfg`` in the cache directory ``root``."""
+    return root / f".{cfg.name}.lock"
+
+
 def load_dataset(cfg: DatasetConfig, cache_dir: str | os.PathLike | None = None,
                  workers: int | None = None, progress: bool = True) -> Dataset:
     """Load ``cfg`` from the cache, generating (and caching) it first if needed.
 
     Concurrent callers serialise on a lock file, so two processes asking for the same dataset
-    generate it once and both get the same valid cache. A corrupt entry is reported with its
-    path (a ``UserWarning``) and regenerated.
+    generate it once and both get the same valid cache. A corrupt entry, or one rendered with
+    other dm_control/mujoco versions, is reported with its path (a ``UserWarning``; for versions,
+    both the recorded and the installed ones) and regenerated.
     """
     root = check_cache_dir(cache_dir)
     directory = root / cfg.name
@@ -387,8 +412,7 @@ def load_dataset(cfg: DatasetConfig, cache_dir: str | os.PathLike | None = None,
     except CacheError as err:
         if (directory / "manifest.json").exists() or (directory / "data.npz").exists():
             warnings.warn(f"regenerating dataset: {err}", stacklevel=2)
-    with open(root / f".{cfg.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locked(_lock_file(root, cfg), what=f"dataset {cfg.name}"):
         try:
             return _from_arrays(cfg, read_cache(directory, cfg))
         except CacheError:

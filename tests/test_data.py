@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from keycld.data import (DatasetConfig, generate, generate_run, load_dataset, read_cache,
+from keycld.data import (CacheError, DatasetConfig, generate, generate_run, load_dataset, read_cache,
                          vpt_epsilon)
 
 
@@ -101,6 +101,83 @@ def test_cache_roundtrip_and_corruption(tmp_path):
         load_dataset(cfg, cache_dir=tmp_path, workers=1, progress=False)
     # no stray temporary files
     assert sorted(p.name for p in directory.iterdir()) == ["data.npz", "manifest.json"]
+
+
+@pytest.mark.parametrize("recorded", [dict(dm_control="0.0.1", mujoco="0.0.2"),  # other renderer
+                                      dict(dm_control=None, mujoco=None)])  # written before versions were recorded
+def test_cache_rendered_with_other_versions_is_regenerated(tmp_path, recorded):
+    from keycld.data import renderer_versions
+
+    cfg = DatasetConfig("pendulum", "random", "no", num_runs=2, num_frames=3)
+    ds = load_dataset(cfg, cache_dir=tmp_path, workers=1, progress=False)
+    man = tmp_path / cfg.name / "manifest.json"
+    installed = renderer_versions()
+    manifest = json.loads(man.read_text())
+    assert {k: manifest[k] for k in installed} == installed
+    for name, version in recorded.items():
+        if version is None:
+            del manifest[name]
+        else:
+            manifest[name] = version
+    man.write_text(json.dumps(manifest))
+    with pytest.raises(CacheError, match="installed are"):
+        read_cache(tmp_path / cfg.name, cfg)
+    shown = [f"{k} {v or '(not recorded)'}" for k, v in recorded.items()]
+    shown += [f"{k} {v}" for k, v in installed.items()]
+    with pytest.warns(UserWarning) as caught:
+        again = load_dataset(cfg, cache_dir=tmp_path, workers=1, progress=False)
+    message = " ".join(str(w.message) for w in caught)
+    assert all(s in message for s in shown), message
+    manifest = json.loads(man.read_text())
+    assert {k: manifest[k] for k in installed} == installed
+    np.testing.assert_array_equal(again.frames, ds.frames)
+    read_cache(tmp_path / cfg.name, cfg)
+
+
+def test_lock_serialises_writers(tmp_path, monkeypatch):
+    """A second writer that misses the cache waits for the lock holder and then reads its entry
+    instead of generating its own."""
+    import threading
+    import time
+
+    import keycld.data as data
+    from keycld.fileio import locked
+
+    cfg = DatasetConfig("pendulum", "random", "no", num_runs=2, num_frames=3)
+    arrays = generate(cfg, workers=1, progress=False)
+    generated, result, errors = [], [], []
+    missed, go = threading.Event(), threading.Event()
+    real_read = data.read_cache
+
+    def read_then_pause(directory, c):
+        try:
+            return real_read(directory, c)
+        except CacheError:
+            if not missed.is_set():
+                missed.set()
+                go.wait(30)
+            raise
+
+    monkeypatch.setattr(data, "read_cache", read_then_pause)
+    monkeypatch.setattr(data, "generate", lambda *a, **k: generated.append(1) or arrays)
+
+    def second_writer():
+        try:
+            result.append(load_dataset(cfg, cache_dir=tmp_path, workers=1, progress=False))
+        except Exception as err:  # reported by the assertion below
+            errors.append(err)
+
+    thread = threading.Thread(target=second_writer)
+    with locked(data._lock_file(tmp_path, cfg)):
+        thread.start()
+        assert missed.wait(30)
+        go.set()
+        time.sleep(0.5)
+        assert thread.is_alive(), "the second writer did not wait for the lock"
+        data.write_cache(tmp_path / cfg.name, cfg, arrays)
+    thread.join(30)
+    assert not errors and not generated
+    np.testing.assert_array_equal(result[0].frames, arrays["frames"])
 
 
 def _load_in_child(args):

@@ -182,3 +182,28 @@ def test_configure_xla_leaves_flags_alone_off_the_measured_range(monkeypatch, ve
 
 def test_installed_jax_version_is_read_from_metadata():
     assert _xla.installed_jax_version() == metadata.version("jax")
+
+
+POSIX_ONLY = ("fcntl", "termios", "pwd", "grp", "resource", "tty", "pty")
+
+
+def test_every_installed_module_imports_without_posix_only_modules():
+    """``import keycld`` and every submodule works where fcntl and the like do not exist."""
+    code = f"""
+import importlib, pkgutil, sys
+for name in {POSIX_ONLY!r}:
+    sys.modules[name] = None  # importing it raises ImportError
+failed = []
+for package in {sorted(INSTALLED)!r}:
+    root = importlib.import_module(package)
+    for module in pkgutil.walk_packages(root.__path__, package + "."):
+        try:
+            importlib.import_module(module.name)
+        except Exception as err:
+            failed.append(f"{{module.name}}: {{type(err).__name__}}: {{err}}")
+print("\\n".join(failed))
+sys.exit(1 if failed else 0)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")})
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]

@@ -52,7 +52,8 @@ def _episode(env, agent, seed: int | None, options: dict | None, keypoints: bool
 
 def write_panels(path: Path, real: np.ndarray, learned: np.ndarray, keypoints: np.ndarray, fps: int,
                  scale: int = 3, stride: int = 2) -> None:
-    """GIF of [real | learned | real + keypoints], written atomically."""
+    """GIF of [real | learned | real + keypoints], written atomically by keycld.viz.save_gif within its
+    default byte budget."""
     from keycld.viz import save_gif
 
     n = min(len(real), len(learned))

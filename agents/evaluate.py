@@ -154,7 +154,7 @@ def evaluate(agent, env, episodes: int, seed: int = 0, record: bool = True, prog
 
 def write_gif(path: Path, frames: np.ndarray, fps: int, scale: int = 2, stride: int = 4) -> None:
     """Frames (T, H, W, 3) uint8 -> a GIF of every ``stride``-th frame upscaled ×``scale``
-    (real-time playback), written atomically."""
+    (real-time playback), written atomically by keycld.viz.save_gif within its default byte budget."""
     from keycld.viz import save_gif
 
     save_gif(path, np.repeat(np.repeat(frames[::stride], scale, axis=1), scale, axis=2), fps / stride)

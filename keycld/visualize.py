@@ -20,7 +20,8 @@ def colour_maps(maps: np.ndarray) -> np.ndarray:
 
 
 def validation_gif(model, params, dataset, path: str | os.PathLike, index: int = 0, fps: float = 15.0) -> None:
-    """GIF of one validation sequence: ground truth | keypoint heatmaps | Gaussian maps | prediction."""
+    """GIF of one validation sequence: ground truth | keypoint heatmaps | Gaussian maps | prediction,
+    written by keycld.viz.save_gif within its default byte budget."""
     frames = jnp.asarray(dataset.frames[index], jnp.float32) / 255.0
     kp, probs = model.encode(params, frames)
     pred, _ = model.predict(params, frames, jnp.asarray(dataset.action[index], jnp.float32))

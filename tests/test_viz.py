@@ -117,8 +117,10 @@ def test_bad_input_raises_and_keeps_the_old_file(tmp_path, kwargs, match):
     assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
-def test_default_budget():
-    assert save_gif.__defaults__[1] == GIF_MAX_BYTES == 300_000
+def test_default_budget_is_300_kb(tmp_path):
+    frames = noise(t=60)  # ~6 KB a frame: ~360 KB in all
+    info = save_gif(tmp_path / "default.gif", frames, fps=5)
+    assert GIF_MAX_BYTES == 300_000 and info.nbytes <= 300_000 and 30 < info.frames < 60
 
 
 @pytest.fixture(scope="module")

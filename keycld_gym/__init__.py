@@ -16,18 +16,21 @@ from gymnasium.envs.registration import register, registry  # noqa: E402
 from keycld_gym.compare import compare  # noqa: E402,F401  (diagnostics; light import)
 
 SYSTEMS = {"Pendulum": "pendulum", "Cartpole": "cartpole", "Acrobot": "acrobot"}  # id part -> System name
+MAX_EPISODE_STEPS = 1000  # dm_control's episode length; every env also truncates there itself
 
 
 def _register() -> None:
     if "KeyCLD-v0" not in registry:
         register(id="KeyCLD-v0", entry_point="keycld_gym.envs:KeyCLDEnv",
-                 vector_entry_point="keycld_gym.vector:KeyCLDVectorEnv")
+                 vector_entry_point="keycld_gym.vector:KeyCLDVectorEnv", max_episode_steps=MAX_EPISODE_STEPS)
     for name in SYSTEMS:
         if f"KeyCLD-{name}-v0" not in registry:
             register(id=f"KeyCLD-{name}-v0", entry_point=f"keycld_gym.paper:KeyCLD{name}Env",
-                     vector_entry_point=f"keycld_gym.paper:KeyCLD{name}VectorEnv")
+                     vector_entry_point=f"keycld_gym.paper:KeyCLD{name}VectorEnv",
+                     max_episode_steps=MAX_EPISODE_STEPS)
         if f"KeyCLD-{name}-Real-v0" not in registry:
-            register(id=f"KeyCLD-{name}-Real-v0", entry_point=f"keycld_gym.paper:KeyCLD{name}RealEnv")
+            register(id=f"KeyCLD-{name}-Real-v0", entry_point=f"keycld_gym.paper:KeyCLD{name}RealEnv",
+                     max_episode_steps=MAX_EPISODE_STEPS)
 
 
 _register()

@@ -8,6 +8,7 @@ interface ``Box(-1, 1, (A,), float32)`` (× ``System.action_scale`` to the data'
 """
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import gymnasium as gym
@@ -16,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium import spaces
 
-from keycld.model import constraints as C
 from keycld_gym import functional as F
+from keycld_gym.forking import ForkSafe
 
 OBS_TYPES_LEARNED = ("keypoints", "pixels")
 RESET_OPTIONS = ("state", "frames")
@@ -29,9 +30,31 @@ def check_choice(name: str, value, allowed) -> None:
         raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(map(repr, allowed))}")
 
 
+def real_array(value, what: str) -> np.ndarray:
+    """``value`` as a float32 array; ValueError unless it holds real numbers (bool, int or float:
+    complex, strings and objects are refused, never converted)."""
+    a = np.asarray(value)
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{what} must be real numbers (int or float), got dtype {a.dtype}")
+    return a.astype(np.float32)
+
+
+def check_count(name: str, value, low: int) -> int:
+    """An integer >= ``low`` (bool and non-integers refused), else ValueError naming ``name``."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        n = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}") from None
+    if n < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {n}")
+    return n
+
+
 def check_action(action, space: spaces.Box) -> np.ndarray:
-    """Validate an action: right shape, finite, inside [-1, 1] (never silently clipped)."""
-    a = np.asarray(action, dtype=np.float32)
+    """Validate an action: real numbers, right shape, finite, inside [-1, 1] (never silently clipped)."""
+    a = real_array(action, "action")
     if a.shape != space.shape:
         raise ValueError(f"action has shape {a.shape}; expected {space.shape}")
     if not np.all(np.isfinite(a)):
@@ -50,7 +73,7 @@ def keypoint_space(params: F.EnvParams) -> spaces.Box:
 _step = jax.jit(F.step)
 _render = jax.jit(F.render)
 _reset = jax.jit(F.reset)
-_project = jax.jit(F.project)
+_snap = jax.jit(F.snap_to_manifold)
 
 
 def check_frames(frames, what: str = "options['frames']") -> np.ndarray:
@@ -64,39 +87,26 @@ def check_frames(frames, what: str = "options['frames']") -> np.ndarray:
     return f
 
 
-MANIFOLD_TOL = 1e-5  # image units (per second for ẋ): a start state this close counts as on it
-
-
 def on_manifold(state: F.EnvState, params: F.EnvParams) -> F.EnvState:
-    """``state`` itself when it lies on Φ(x) = c with ẋ tangent (within ``MANIFOLD_TOL``), else
-    its projection: an encoded state passes through bit for bit, an off-manifold one is fixed."""
-    if not params.model.dynamics.constrained:
-        return state
-    tangent = C.jacobian(F.manifold(params), state.x) @ state.xd
-    if float(F.constraint_residual(state, params)) <= MANIFOLD_TOL and float(jnp.max(jnp.abs(tangent))) <= MANIFOLD_TOL:
-        return state
-    x, xd = _project(state.x, state.xd, params)
-    return F.EnvState(x, xd, state.t)
+    """:func:`keycld_gym.functional.snap_to_manifold`, jitted."""
+    return _snap(state, params)
 
 
 def check_state(vec, params: F.EnvParams, what: str = "options['state']") -> np.ndarray:
     """A keypoint state [x, ẋ] (4K,) inside the observation space, else ValueError."""
-    v = np.asarray(vec)
-    if v.dtype.kind not in "fiu":
-        raise ValueError(f"{what} must be real numbers, got dtype {v.dtype}")
-    v = v.astype(np.float32)
+    v = real_array(vec, what)
     d = 2 * params.dim
     if v.shape != (d,):
         raise ValueError(f"{what} must be {d} finite floats [x, ẋ], got shape {v.shape}")
     if not np.all(np.isfinite(v)):
-        raise ValueError(f"{what} must be {d} finite floats [x, ẋ], got {v.tolist()}")
+        raise ValueError(f"{what} {v.tolist()} is not finite; allowed: {d} finite floats [x, ẋ]")
     space = keypoint_space(params)
     if not space.contains(v):
         raise ValueError(f"{what} {v.tolist()} is outside {space}")
     return v
 
 
-class KeyCLDEnv(gym.Env):
+class KeyCLDEnv(ForkSafe, gym.Env):
     """A trained KeyCLD model as a Gymnasium environment.
 
     ## Description
@@ -129,14 +139,15 @@ class KeyCLDEnv(gym.Env):
     VPT protocol).
 
     ## Episode End
-    Never terminates; truncated after 1000 steps.
+    Never terminates; truncated after ``max_episode_steps`` (1000) steps, as dm_control's tasks
+    (the registered ids carry the same limit: ``env.spec.max_episode_steps``).
 
     ## Info
     ``energy`` (total learned energy), ``constraint_residual`` (max |Φ(x) − c|), ``saturated``.
 
     ## Arguments
     ``gym.make("KeyCLD-v0", checkpoint=DIR, obs_type="keypoints", render_mode=None,
-    integrator="rk4", substeps=4, bank_size=None)``; ``checkpoint`` is a run directory of
+    integrator="rk4", substeps=4, bank_size=None, max_episode_steps=1000)``; ``checkpoint`` is a run directory of
     ``keycld train`` or an exported model (``keycld export``).
 
     ## Version History
@@ -148,7 +159,7 @@ class KeyCLDEnv(gym.Env):
 
     def __init__(self, checkpoint=None, obs_type: str = "keypoints", render_mode: str | None = None,
                  integrator: str = "rk4", substeps: int = 4, bank_size: int | None = None,
-                 system: str | None = None):
+                 system: str | None = None, max_episode_steps: int = 1000):
         from keycld_gym.loading import load_env_params
 
         system = system or self.system or None
@@ -158,7 +169,9 @@ class KeyCLDEnv(gym.Env):
             raise ValueError("KeyCLD-v0 needs checkpoint=DIR: a run directory of `keycld train` or a model "
                              "exported by `keycld export`")
         self.obs_type, self.render_mode = obs_type, render_mode
-        self.params, self.bank = load_env_params(system, checkpoint, integrator, substeps, bank_size)
+        max_steps = check_count("max_episode_steps", max_episode_steps, 1)
+        params, self.bank = load_env_params(system, checkpoint, integrator, substeps, bank_size)
+        self.params = params.replace(max_steps=max_steps)
         spec = self.params.model.system
         self.system = spec.name
         self.metadata = {**self.metadata, "render_fps": int(round(1 / spec.dt))}

@@ -107,6 +107,20 @@ def project(x: jnp.ndarray, xd: jnp.ndarray, params: EnvParams) -> tuple[jnp.nda
     return C.project_state(manifold(params), x, xd)
 
 
+MANIFOLD_TOL = 1e-5  # image units (per second for ẋ): a state this close to the manifold counts as on it
+
+
+def snap_to_manifold(state: EnvState, params: EnvParams) -> EnvState:
+    """``state`` itself when Φ(x) = c and ẋ is tangent (within ``MANIFOLD_TOL``), else its
+    projection: an encoded state passes through bit for bit, an off-manifold one is fixed."""
+    if not params.model.dynamics.constrained:
+        return state
+    tangent = C.jacobian(manifold(params), state.x) @ state.xd
+    on = (constraint_residual(state, params) <= MANIFOLD_TOL) & (jnp.max(jnp.abs(tangent)) <= MANIFOLD_TOL)
+    x, xd = project(state.x, state.xd, params)
+    return EnvState(jnp.where(on, state.x, x), jnp.where(on, state.xd, xd), state.t)
+
+
 def energy(state: EnvState, params: EnvParams) -> jnp.ndarray:
     """Total learned energy E(x, ẋ) (NaN for the non-Lagrangian node2 ablation)."""
     if not params.model.dynamics.lagrangian:

@@ -12,7 +12,8 @@ import numpy as np
 from gymnasium import spaces
 
 from keycld.systems import get as get_system
-from keycld_gym.envs import RENDER_MODES, KeyCLDEnv, check_action, check_choice, keypoint_space
+from keycld_gym.envs import RENDER_MODES, KeyCLDEnv, check_action, check_choice, check_count, keypoint_space
+from keycld_gym.forking import ForkSafe
 from keycld_gym.vector import KeyCLDVectorEnv
 
 OBS_TYPES_REAL = ("state", "pixels", "keypoints")
@@ -105,7 +106,7 @@ STATE_LAYOUT = {  # dm_control observation keys in order, with their finite boun
 CART_POSITION_LIMIT = 20.0  # metres; the paper's slider is unlimited
 
 
-class KeyCLDRealEnv(gym.Env):
+class KeyCLDRealEnv(ForkSafe, gym.Env):
     """The paper's dm_control swing-up task (``keycld.tasks``) with the learned envs' interface.
 
     ## Description
@@ -133,10 +134,12 @@ class KeyCLDRealEnv(gym.Env):
     exist for the keypoint velocity (done for every obs_type, so episodes are comparable).
 
     ## Episode End
-    Truncated after 1000 steps (dm_control's time limit).
+    Truncated after ``max_episode_steps`` (1000, dm_control's limit) steps counted from the end
+    of ``reset`` (the two start steps do not count), as the registered ids' time limit.
 
     ## Arguments
-    ``gym.make("KeyCLD-Pendulum-Real-v0", obs_type="state", render_mode=None, checkpoint=None)``.
+    ``gym.make("KeyCLD-Pendulum-Real-v0", obs_type="state", render_mode=None, checkpoint=None,
+    max_episode_steps=1000)``. The env pickles (also after rendering).
 
     ## Version History
     v0: first version.
@@ -145,8 +148,12 @@ class KeyCLDRealEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
     system: str = ""
 
+    @classmethod
+    def _uses_jax(cls, kwargs) -> bool:
+        return kwargs.get("obs_type") == "keypoints"  # the encoder; MuJoCo alone is fork-safe
+
     def __init__(self, system: str | None = None, obs_type: str = "state", render_mode: str | None = None,
-                 checkpoint=None):
+                 checkpoint=None, max_episode_steps: int = 1000):
         from shimmy import DmControlCompatibilityV0
 
         from keycld.tasks import load_task
@@ -156,8 +163,10 @@ class KeyCLDRealEnv(gym.Env):
         check_choice("obs_type", obs_type, OBS_TYPES_REAL)
         check_choice("render_mode", render_mode, RENDER_MODES)
         self.system, self.obs_type, self.render_mode = system, obs_type, render_mode
+        self.max_episode_steps = check_count("max_episode_steps", max_episode_steps, 1)
+        self.elapsed_steps = 0
         self.metadata = {**self.metadata, "render_fps": int(round(1 / spec.dt))}
-        self._dm = DmControlCompatibilityV0(load_task(system))
+        self._dm = DmControlCompatibilityV0(load_task(system, time_limit=float("inf")))
         self.physics = self._dm._env.physics
         self.action_scale = spec.action_scale
         self.action_space = spaces.Box(-1.0, 1.0, (spec.action_dim,), np.float32)
@@ -224,6 +233,7 @@ class KeyCLDRealEnv(gym.Env):
             if self._needs_frames:
                 self._frames.append(self._frame())
         self._started = True
+        self.elapsed_steps = 0
         obs, saturated = self._observe(dm_obs)
         return obs, {"saturated": saturated, "qpos": self.physics.data.qpos.copy(),
                      "qvel": self.physics.data.qvel.copy()}
@@ -232,12 +242,24 @@ class KeyCLDRealEnv(gym.Env):
         if not self._started:
             raise RuntimeError("call reset() before step()")
         a = check_action(action, self.action_space)
-        dm_obs, reward, terminated, truncated, _ = self._dm.step(a.astype(np.float64) * self.action_scale)
+        dm_obs, reward, terminated, _, _ = self._dm.step(a.astype(np.float64) * self.action_scale)
+        self.elapsed_steps += 1
+        truncated = self.elapsed_steps >= self.max_episode_steps
         if self._needs_frames:
             self._frames = self._frames[-2:] + [self._frame()]
         obs, saturated = self._observe(dm_obs)
         return obs, float(reward), bool(terminated), bool(truncated), {
             "saturated": saturated, "qpos": self.physics.data.qpos.copy(), "qvel": self.physics.data.qvel.copy()}
+
+    @property
+    def remaining_steps(self) -> int:
+        """Steps left in the current episode."""
+        return self.max_episode_steps - self.elapsed_steps
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_camera"] = None  # MuJoCo's scene does not pickle; the next frame rebuilds it
+        return state
 
     def render(self):
         if self.render_mode is None:

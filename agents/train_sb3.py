@@ -347,6 +347,8 @@ def plot_curves(curves: dict[str, tuple[list[dict[str, Any]], str]], path: Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from keycld.viz import save_figure
+
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for label, (rows, time_key) in curves.items():
         ret = np.array([r["real_return_mean"] for r in rows])
@@ -362,10 +364,8 @@ def plot_curves(curves: dict[str, tuple[list[dict[str, Any]], str]], path: Path,
     axes[1].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    save_figure(path, fig)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def write_comparison(learned_dir: Path, real_dir: Path, out: Path) -> dict[str, Any]:

@@ -49,6 +49,13 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
     fileio.write_bytes(path, data)
 
 
+def save_figure(path: str | os.PathLike, fig, dpi: int = 100) -> None:
+    """Write a matplotlib figure as PNG atomically (parent folders created); the figure stays open."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fileio.atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format="png"))
+
+
 def _check_gif_args(path: Path, frames: np.ndarray, fps: float, max_bytes: int, min_fps: float,
                     min_side: int) -> None:
     if path.suffix.lower() != ".gif":

@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from keycld import fileio
+from keycld.viz import save_figure
+
 ACTION_KINDS = ("zero", "random", "sine")
 UPSCALE = 4
 SINE_HZ = 0.5
@@ -143,12 +146,6 @@ def _check_actions(actions, num_actions: int) -> np.ndarray:
     return a
 
 
-def _remaining_real_steps(real) -> float:
-    """Steps left before dm_control's time limit (the reset already took two)."""
-    dm = real._dm._env
-    return getattr(dm, "_step_limit", float("inf")) - getattr(dm, "_step_count", 0)
-
-
 # ---------------------------------------------------------------------------------------------
 # rollout
 # ---------------------------------------------------------------------------------------------
@@ -163,7 +160,7 @@ def _rollout(learned, real, actions: np.ndarray, seed: int) -> dict[str, list]:
 
     rec = {k: [] for k in ("real_kp", "learned_kp", "real_r", "learned_r", "real_f", "learned_f")}
     real_obs, _ = real.reset(seed=seed)
-    left = _remaining_real_steps(real)
+    left = real.remaining_steps
     if len(actions) > left:
         raise ValueError(f"{len(actions)} actions, but the real episode ends after {int(left)} more steps")
     learned.reset(seed=seed, options={"state": real_obs})
@@ -191,7 +188,7 @@ def compare(model_env, real_env, actions, seed: int = 0, out: str | os.PathLike 
         model_env: learned ``KeyCLDEnv`` (gym.make wrappers allowed; ``.unwrapped`` is used).
         real_env: ``KeyCLDRealEnv`` of the same system with ``obs_type="keypoints"``.
         actions: (T, A) in [-1, 1], finite; T at most the real episode's remaining steps
-            (998 of a 1000-step episode: the reset takes two).
+            (``max_episode_steps``, 1000 by default, after a reset).
         seed: reset seed of the real env (the learned env starts from its encoded state).
         out: directory; if given, writes compare.gif, compare.json and compare.png there.
     Returns:
@@ -227,15 +224,6 @@ def side_by_side(real: np.ndarray, learned: np.ndarray, scale: int = UPSCALE) ->
     return joined.repeat(scale, axis=1).repeat(scale, axis=2)
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_gif(result: CompareResult, path: Path) -> None:
     """real | learned at the env's rate (1/dt fps) through keycld.viz.save_gif, which keeps real-time
     playback and its default byte budget."""
@@ -245,7 +233,7 @@ def _write_gif(result: CompareResult, path: Path) -> None:
 
 def _write_json(result: CompareResult, path: Path) -> None:
     text = json.dumps(result.to_json(), indent=1, allow_nan=False)
-    _atomic(path, lambda p: p.write_text(text))
+    fileio.write_text(path, text)
 
 
 def _write_plot(result: CompareResult, path: Path) -> None:
@@ -264,7 +252,7 @@ def _write_plot(result: CompareResult, path: Path) -> None:
     ax1.set_xlabel(f"step (dt = {result.dt} s)")
     ax1.legend()
     fig.tight_layout()
-    _atomic(path, lambda p: fig.savefig(p, dpi=100, format="png"))
+    save_figure(path, fig)
     plt.close(fig)
 
 

@@ -107,8 +107,8 @@ def test_bad_actions(envs):
         keycld_gym.compare(*envs, np.zeros(5, np.float32))
     with pytest.raises(ValueError, match="outside \\[-1, 1\\] at steps \\[1\\]"):
         keycld_gym.compare(*envs, np.array([[0.5], [-1.5], [1.0]], np.float32))
-    with pytest.raises(ValueError, match="real episode ends after 998"):
-        keycld_gym.compare(*envs, np.zeros((999, 1), np.float32))
+    with pytest.raises(ValueError, match="real episode ends after 1000"):
+        keycld_gym.compare(*envs, np.zeros((1001, 1), np.float32))
 
 
 def test_mismatched_envs(envs, checkpoint):

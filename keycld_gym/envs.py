@@ -118,8 +118,9 @@ class KeyCLDEnv(ForkSafe, gym.Env):
 
     ## Action Space
     ``Box(-1, 1, (A,), float32)``; multiplied by the System's ``action_scale`` (the data's
-    action units) before it reaches the dynamics. NaN/inf or out-of-range actions raise
-    ``ValueError``.
+    action units) before it reaches the dynamics. NaN/inf, out-of-range or non-real actions raise
+    ``ValueError`` (nothing is clipped silently); for a policy that samples unbounded actions
+    (e.g. a Gaussian), wrap the env in ``gymnasium.wrappers.ClipAction``.
 
     ## Observation Space
     ``obs_type="keypoints"``: ``[x_1, y_1, …, x_K, y_K, ẋ_1, ẏ_1, …]`` (4K float32) in

@@ -115,7 +115,8 @@ class KeyCLDRealEnv(ForkSafe, gym.Env):
 
     ## Action Space
     ``Box(-1, 1, (A,), float32)`` multiplied by 2 before it reaches MuJoCo (the datasets'
-    range) — the same as the learned environments. NaN/inf or out-of-range actions raise.
+    range) — the same as the learned environments. NaN/inf or out-of-range actions raise
+    (``gymnasium.wrappers.ClipAction`` bounds an unbounded policy).
 
     ## Observation Space
     ``obs_type="state"``: dm_control's observation flattened in key order (pendulum:

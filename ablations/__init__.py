@@ -1,1 +1,1 @@
-"""The original README's ablation entry points (no_constraint, node2)."""
+"""Script entry points of the ablations with the paper code's flags (no_constraint, node2)."""

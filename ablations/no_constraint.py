@@ -1,4 +1,5 @@
-"""Original README entry point: `python ablations/no_constraint.py ...` = `keycld train --model no_constraint ...`."""
+"""Script entry point with the paper code's flags: `python ablations/no_constraint.py ...` =
+`keycld train --model no_constraint ...`."""
 import sys
 
 if __name__ == "__main__":

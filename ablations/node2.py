@@ -1,4 +1,5 @@
-"""Original README entry point: `python ablations/node2.py ...` = `keycld train --model node2 ...`."""
+"""Script entry point with the paper code's flags: `python ablations/node2.py ...` =
+`keycld train --model node2 ...`."""
 import sys
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ Actions are in the env's units ([-1, 1], ×2 to the datasets' range); ``underact
 holds every actuator but the first (the cartpole's pole torque) at zero.
 
 **The underactuated cartpole from pixels** (``UNDERACTUATED_GAINS``) needs four things the other
-systems do not, each found by tracing episodes on the real simulation:
+systems do not:
 half-force pumping (``pump_limit``), or the cart leaves the camera's view and the encoder loses
 it; an ``energy_margin``, because the learned kinetic energy at speed is too low and the pole
 would arrive over the top too fast to catch; a model-based observer (``agents.observer``),

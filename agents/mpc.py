@@ -154,15 +154,14 @@ class MPCConfig:
             raise ValueError(f"unknown integrator {self.integrator!r}; allowed: {', '.join(F.INTEGRATORS)}")
 
 
-# Defaults per (kind, system). Pendulum (dt 0.02 s): H = 40 is 0.8 s, about half a swing; these
-# swung the real pendulum up with the first shipped model (10/10 episodes each). With the
-# fine-tuned model the plans swing it up as fast but hold it badly (bang-bang around the top,
-# the sparse reward on 52% of the steps, one fall: traced, seed 0), so the pendulum plans in dual
-# mode too (935 on the same episode). Cartpole and acrobot
-# (dt 0.01 s): H = 80 is 0.8 s. The cartpole plans in dual mode (the LQR holds the pole near the
-# top) with the dense term that keeps the cart near the centre and slow (the reward alone lets a
-# balanced cart drift away: 2 of 2 episodes in the learned model, shipped model); the acrobot's
-# reward vanishes far from the target, hence the dense tip height and the energy terminal term.
+# Defaults per (kind, system). Pendulum (dt 0.02 s): H = 40 is 0.8 s, about half a swing.
+# Cartpole and acrobot (dt 0.01 s): H = 80 is 0.8 s. The pendulum and the cartpole plan in dual
+# mode (the LQR holds the pole near the top): on the shipped pendulum model the plans alone swing
+# the pole up but hold it bang-bang around the top, and the reward alone lets a balanced cart drift
+# away. The cartpole's dense term keeps the cart near the centre and slow; the acrobot's reward
+# vanishes far from the target, hence the dense tip height and the energy terminal term.
+# Success rates: benchmarks/results/control.md; the traced episodes behind these choices:
+# benchmarks/results/history/README.md.
 DEFAULTS: dict[tuple[str, str], MPCConfig] = {
     ("grad", "pendulum"): MPCConfig(horizon=40, iterations=10, learning_rate=0.3, catch=True),
     ("cem", "pendulum"): MPCConfig(horizon=40, iterations=3, population=100, elites=10, catch=True),
@@ -172,18 +171,15 @@ DEFAULTS: dict[tuple[str, str], MPCConfig] = {
     ("grad", "acrobot"): MPCConfig(horizon=80, iterations=10, learning_rate=0.3, terminal_weight=1.0),
     ("cem", "acrobot"): MPCConfig(horizon=80, iterations=3, population=100, elites=10, terminal_weight=1.0),
 }
-# The underactuated cartpole (only the cart pushed): the fully actuated defaults swing it up in
-# 1/5 (grad) and 2/5 (cem) episodes from pixels. Traced on the real simulation (true state
-# logged beside the planner's): full-force plans carry the cart out of the camera's view (as
-# they do for the energy law, see ``energy_shaping.Gains``), and a 0.8 s horizon pumps slowly,
-# so the catch took the pole late (about 5.5 s) with the cart fast, and the final second found
-# the cart still swinging about the centre (final |cart| 0.21–0.30 m against the task's 0.25).
-# What fixed it, each step on seeds 1–3 or 1–4 (grad): half-force plans (action_limit 0.5);
-# a 1.2 s horizon (2/3); a strong terminal term on the pole's energy in the cart's frame, aimed
-# 0.28·(E* − E_down) below E* (the energy law's margin of 0.4 model units) — racing the cart
-# added energy to the total and carried it 70 m out; and the dense term down-weighted to 0.1,
-# so pumping is not traded for height within the horizon (4/4). Over the benchmark's episodes:
-# grad 43/50, cem 3/10 (benchmarks/results/control.md).
+# The underactuated cartpole (only the cart pushed). Full-force plans carry the cart out of the
+# camera's view (as they do for the energy law, see ``energy_shaping.Gains``), so the plans use
+# half force (action_limit 0.5). A 0.8 s horizon pumps so slowly that the catch takes the pole
+# late with the cart still fast, so H = 120 (1.2 s). The terminal term (weight 30) on the pole's
+# energy in the cart's frame aims 0.28·(E* − E_down) below E* (the energy law's margin of 0.4
+# model units): the total energy would count racing the cart as progress. The dense term is
+# down-weighted to 0.1, so pumping is not traded for height within the horizon.
+# Success rates: benchmarks/results/control.md; the traced episodes behind these choices:
+# benchmarks/results/history/README.md.
 UNDERACTUATED_DEFAULTS: dict[tuple[str, str], MPCConfig] = {
     ("grad", "cartpole"): MPCConfig(horizon=120, iterations=10, learning_rate=0.3, dense_weight=0.1, catch=True,
                                     action_limit=0.5, terminal_weight=30.0, energy_margin=0.28),

@@ -16,7 +16,8 @@ with the measured positions only::
 α, β are the steady-state gains of an α–β (constant-gain Kalman) filter: α = 1, β = 1 trusts the
 measurement alone; small values trust the model. With the learned dynamics as the predictor
 the estimate does not lag when the controller accelerates the system, which a constant-velocity
-α–β filter does (it lost the cart in our trials). Jitted; one call per control step.
+α–β filter does (on the underactuated cartpole that lag loses the cart). Jitted; one call per
+control step.
 """
 from __future__ import annotations
 

@@ -6,8 +6,9 @@ Rows: pendulum and cartpole at the paper's configuration (h = 32, 50 frames, bat
 4 predicted steps), the --preset cpu width (h = 16), the plain U-Net computation (same
 function, no SplitConv) as an in-run baseline, and each with and without the XLA flag
 (KEYCLD_NO_XLA_FLAGS=1 in a subprocess, since the flag must be set before jax starts).
-The original code's figures (pendulum 2.1–2.2 s, cartpole 2.05 s per 50-frame step at h = 32)
-are constants measured earlier on this machine type, not in this run.
+The paper code's step times (``ORIGINAL_STEP_S``: pendulum 2.15 s, cartpole 2.05 s per 50-frame
+step at h = 32; pendulum 0.64 s at h = 16) are constants for this machine type that this script
+does not measure; where they come from: benchmarks/results/history/README.md.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# the original code's step, measured earlier on this machine type, per (system, h)
+# seconds per 50-frame training step of the paper's code on this machine type, per (system, h)
 ORIGINAL_STEP_S = {("pendulum", 32): 2.15, ("cartpole", 32): 2.05, ("pendulum", 16): 0.64}
 FLOP_BOUND_FPS = 110.0  # 3.4 GFLOP per frame fwd+bwd at 387 GFLOP/s (plain architecture)
 

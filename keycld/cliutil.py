@@ -5,7 +5,7 @@ import argparse
 
 
 class StrictParser(argparse.ArgumentParser):
-    """No abbreviations; unknown options (e.g. the original README's ``---batch_size``) are errors."""
+    """No abbreviations; unknown options (e.g. ``---batch_size`` with three dashes) are errors."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)

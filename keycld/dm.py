@@ -1,4 +1,5 @@
-"""The original README's entry point: ``python keycld/dm.py --environment=... ...`` trains KeyCLD.
+"""Script entry point with the paper code's flags: ``python keycld/dm.py --environment=... ...``
+trains KeyCLD.
 
 Equivalent to ``keycld train --model keycld ...``.
 """

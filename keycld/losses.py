@@ -12,8 +12,9 @@ total = reconstruction + dynamics_weight · dynamics + bce_weight · BCE
 * constraint (not in the paper; 0 unless ``constraint_weight`` > 0, constrained models only):
   the mean over frames and constraints of Φ(x_t)² of the encoded keypoints. The constrained
   dynamics conserve Φ whatever its value, so nothing but the data and the initialisation decides
-  which keypoint is which; this term is an experiment in making the constraints pick the order.
-  No preset uses it (benchmarks/results/cpu_preset_cartpole/).
+  which keypoint is which; this term penalises encoded keypoints that leave Φ(x) = 0 so that
+  the constraints take part in picking the order. No preset sets it; its effect on the cartpole
+  is in benchmarks/results/cpu_preset_cartpole/README.md.
 """
 from __future__ import annotations
 

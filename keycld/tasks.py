@@ -178,10 +178,10 @@ class CameraRenderer:
 
     When the physics has no GL context yet, its offscreen framebuffer is sized to the camera
     (``size``², instead of the suite's 640×480 with 4× multisampling): llvmpipe clears the whole
-    framebuffer on every frame, which was a third of the cost of a 64×64 frame. The pixels are
-    identical (tested against ``physics.render`` on a full-size buffer); larger renders on the
-    same physics then fail with dm_control's framebuffer-size error. ``shrink_framebuffer=False``
-    keeps the model's size.
+    framebuffer on every frame, which with the suite's buffer is a third of the cost of a 64×64
+    frame. The pixels are identical (tested against ``physics.render`` on a full-size buffer);
+    larger renders on the same physics then fail with dm_control's framebuffer-size error.
+    ``shrink_framebuffer=False`` keeps the model's size.
     """
 
     def __init__(self, physics, size: int = IMAGE_SIZE, shrink_framebuffer: bool = True):

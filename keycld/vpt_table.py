@@ -5,8 +5,9 @@ A run directory holds ``config.json`` (a :class:`keycld.config.TrainConfig`) and
 ``vpt_heldout.json``. :func:`collect_runs` finds such directories under a few roots and keeps,
 per (model, environment, control), the most-trained run; :func:`render_table` turns them into
 markdown. A cell that no run directory measured says "not trained"; nothing is ever filled in
-from elsewhere. The paper's own KeyCLD numbers could not be read from a citable source, so that
-column says "n/a (not found)" in every row.
+from elsewhere. The paper column shows ``PAPER_KEYCLD``'s value for a dataset and
+``PAPER_MISSING`` ("n/a (not found)") where it has none; ``PAPER_KEYCLD`` is empty, so every row
+says "n/a (not found)".
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from keycld.config import DATASETS, REPRO_MODELS
 from keycld.rundir import prior_budget, read_json as _read_json, sum_or_none
 
 MODEL_LABELS = {"keycld": "KeyCLD", "no_constraint": "no constraint", "node2": "NODE2", "fc": "FC"}
-PAPER_KEYCLD: dict[tuple[str, str], str] = {}  # (env, control) -> reported value; none found
+PAPER_KEYCLD: dict[tuple[str, str], str] = {}  # (env, control) -> the paper's VPT; empty
 PAPER_MISSING = "n/a (not found)"
 NOT_TRAINED = "not trained"
 MAX_DEPTH = 2

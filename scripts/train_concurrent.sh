@@ -5,11 +5,11 @@
 #
 # JOBS_LIST replaces the default job list (entries separated by ';', each a run name followed
 # by `keycld train` arguments).
-# Used for the paper-schedule cartpole runs (benchmarks/results/gpu_*_cartpole*): four runs of
-# 18 000 steps each finished in about 7.5 min on one H200. Runs resume with
-# `keycld train --resume runs/NAME` when the time box cuts them short (every epoch is
-# checkpointed). The entry points are the original README's scripts, which import only `keycld`
-# (a GPU image may lack gymnasium and dm_control; datasets must already be in CACHE).
+# The runs of benchmarks/results/gpu_* come from this script (commands and timings:
+# benchmarks/results/gpu_paper_cartpole*/README.md). Runs resume with `keycld train --resume runs/NAME` when the
+# time box cuts them short (every epoch is checkpointed). Each job runs keycld/dm.py or
+# ablations/no_constraint.py, which import only `keycld` (a GPU image may lack gymnasium and
+# dm_control; datasets must already be in CACHE).
 set -u
 export KEYCLD_NO_XLA_FLAGS=1 XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 CACHE=${CACHE:-${KEYCLD_CACHE:-$HOME/.cache/keycld}}; OUT=${OUT:-runs}

@@ -36,9 +36,9 @@ def _conv(x: jnp.ndarray, kernel: jnp.ndarray, padding) -> jnp.ndarray:
 # A 3×3 convolution with at most this many output channels, and 9·C_out ≤ 2·C_in, takes its
 # kernel gradient as one dot against the nine shifted copies of the narrow output gradient
 # (``narrow_conv``): in the U-Nets, only the last layer, and only where 9·out ≤ 2·h (so not
-# at h = 8). Measured on this project's 2-core CPU,
-# h = 32: the last layer (32 -> 3) 2× faster; but C_in = 3 -> 16 was 5× slower, and at h = 16
-# the 16 -> 16 layers made the whole training step 1.6× slower, so those keep XLA's gradient.
+# at h = 8). On a 2-core CPU this gradient is 2× faster than XLA's for the last layer (32 -> 3)
+# at h = 32, but 5× slower for C_in = 3 -> 16, and at h = 16 it makes the whole training step
+# 1.6× slower when the 16 -> 16 layers use it; so those layers keep XLA's gradient.
 _NARROW_OUT = 8
 
 

@@ -100,7 +100,7 @@ def main() -> None:
                      f"{r['frames_per_s'] / FLOP_BOUND_FPS:.0%}" if r["hidden"] == 32 else ""])
     notes = (f"`python benchmarks/train_step.py --repeats {args.repeats}`: median of {args.repeats} jitted steps "
              "(one 50-frame sequence, loss forward + backward + Adam). 'vs original' divides the original "
-             "code's step time on this machine type for the same system (measured earlier: pendulum 2.15 s at h=32 and "
+             "code's step time on this machine type for the same system (the ORIGINAL_STEP_S constants: pendulum 2.15 s at h=32 and "
              "0.64 s at h=16, cartpole 2.05 s at h=32) by ours. "
              "'of bound' = frames/s over the ~110 frames/s FLOP bound of the plain architecture (3.4 GFLOP "
              "per frame at 387 GFLOP/s).")

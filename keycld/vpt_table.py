@@ -199,7 +199,6 @@ def render_table(summaries: dict[tuple[str, str, str], RunSummary], base: Path |
         "`metrics.jsonl`; it may include time the process was paused or shared the CPU, see the "
         "run's README). \"not trained\": no run directory with this model and dataset has a "
         "`vpt.json`. \"paper KeyCLD\": the value reported by Daems et al. 2024; "
-        f"\"{PAPER_MISSING}\": the paper's VPT table could not be read from a citable source, so no "
-        "number is given.",
+        f"\"{PAPER_MISSING}\": no paper value is recorded for this cell.",
     ]
     return "\n".join(lines) + "\n"

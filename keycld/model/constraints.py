@@ -32,8 +32,20 @@ GRAM_EPS = 1e-9
 
 
 def gram_solve(g: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
-    """Solve (G + εI) y = b for a symmetric positive semi-definite Gram matrix G (C, C)."""
-    return jnp.linalg.solve(g + GRAM_EPS * jnp.eye(g.shape[0], dtype=g.dtype), b)
+    """Solve (G + εI) y = b for a symmetric positive semi-definite Gram matrix G (C, C).
+
+    C = 1 and C = 2 (the paper's systems) use the closed form, C ≥ 3 an LU solve: under ``vmap``
+    a batched LU of tiny matrices costs several times the rest of a dynamics step. For C = 2 the
+    determinant is kept at or above its lower bound for a regularised PSD matrix, ε·trace, so
+    rounding near a singular configuration cannot flip its sign."""
+    c = g.shape[0]
+    g = g + GRAM_EPS * jnp.eye(c, dtype=g.dtype)
+    if c == 1:
+        return b / g[0, 0]
+    if c == 2:
+        det = jnp.maximum(g[0, 0] * g[1, 1] - g[0, 1] * g[1, 0], GRAM_EPS * (g[0, 0] + g[1, 1]))
+        return jnp.stack([g[1, 1] * b[0] - g[0, 1] * b[1], g[0, 0] * b[1] - g[1, 0] * b[0]]) / det
+    return jnp.linalg.solve(g, b)
 
 
 def project_velocity(phi: Constraint, x: jnp.ndarray, xd: jnp.ndarray) -> jnp.ndarray:

@@ -29,9 +29,11 @@ def add_dataset_args(p: argparse.ArgumentParser) -> None:
 
 
 def dataset_config_from_args(args, parser: argparse.ArgumentParser):
+    from keycld.config import check_dataset_size
     from keycld.data import DatasetConfig
 
     try:
+        check_dataset_size(args.num_runs, args.num_frames, args.first_seed)
         return DatasetConfig(args.environment, args.init_mode, args.control, args.num_runs,
                              args.num_frames, args.first_seed)
     except ValueError as err:

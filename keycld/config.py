@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 from pathlib import Path
 
@@ -18,6 +19,36 @@ MODELS = ("keycld", "no_constraint", "node2", "fc")
 DATASETS = [("pendulum", "no"), ("pendulum", "yes"), ("cartpole", "no"), ("cartpole", "underactuated"),
             ("cartpole", "yes"), ("acrobot", "no"), ("acrobot", "underactuated"), ("acrobot", "yes")]
 REPRO_MODELS = MODELS
+
+# Upper bounds of the size settings (a value above one is refused before any work): far above
+# the paper's (500 runs × 50 frames, h = 32, 40 epochs), below sizes that overflow or cannot fit.
+MAX_NUM_RUNS = 100_000
+MAX_NUM_FRAMES = 10_000
+MAX_HIDDEN_DIM = 1024
+MAX_NUM_EPOCHS = 100_000
+SEED_LIMIT = 2 ** 31  # training seeds lie in [0, SEED_LIMIT) (jax.random.PRNGKey(seed + 1))
+DATA_SEED_LIMIT = 2 ** 32  # a dataset's run seeds lie in [0, DATA_SEED_LIMIT) (MuJoCo's RandomState)
+
+
+def check_dataset_size(num_runs: int, num_frames: int, first_seed: int = 0) -> None:
+    """ValueError naming the bad value unless 1 <= num_runs <= MAX_NUM_RUNS, 3 <= num_frames <=
+    MAX_NUM_FRAMES and the run seeds first_seed … first_seed + num_runs − 1 lie in [0, 2**32)."""
+    _check_range("num_runs", num_runs, 1, MAX_NUM_RUNS)
+    _check_range("num_frames", num_frames, 3, MAX_NUM_FRAMES)
+    if isinstance(first_seed, bool) or not isinstance(first_seed, numbers.Integral) \
+            or not 0 <= first_seed <= DATA_SEED_LIMIT - num_runs:
+        raise ValueError(f"first_seed must be an integer in [0, 2**32 - num_runs = {DATA_SEED_LIMIT - num_runs}] "
+                         f"(run seeds first_seed … first_seed + num_runs - 1 must be below 2**32), got {first_seed!r}")
+
+
+def _check_range(name: str, value, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+
+
+# the Python types a config.json value of each annotated field type may have
+_FIELD_TYPES = {"str": (str,), "int": (numbers.Integral,), "float": (numbers.Real,), "bool": (bool,)}
+_TYPE_WORDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +104,7 @@ class TrainConfig:
     data_sha256: str | None = None
 
     def __post_init__(self):
+        self._check_types()
         if self.user_data:
             if not (isinstance(self.environment, str) and self.environment):
                 raise ValueError(f"environment must name the System, got {self.environment!r}")
@@ -90,11 +122,13 @@ class TrainConfig:
         _check_choice("model", self.model, MODELS)
         _check_choice("solver", self.solver, SOLVERS)
         # the refine_* settings are optional (None = the main stage's value) but checked alike
-        for name in ("batch_size", "num_epochs", "num_hidden_dim", "num_predicted_steps", "num_runs",
-                     "num_frames", "refine_num_predicted_steps"):
+        for name in ("batch_size", "num_predicted_steps", "refine_num_predicted_steps", "max_steps_per_epoch"):
             v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+            if v is not None and v <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        check_dataset_size(self.num_runs, self.num_frames)
+        _check_range("num_epochs", self.num_epochs, 1, MAX_NUM_EPOCHS)
+        _check_range("num_hidden_dim", self.num_hidden_dim, 8 if self.model != "fc" else 1, MAX_HIDDEN_DIM)
         for name in ("dynamics_weight", "bce_weight", "constraint_weight"):
             v = getattr(self, name)
             if not math.isfinite(v) or v < 0:
@@ -107,8 +141,6 @@ class TrainConfig:
         if self.batch_size > n_train:
             raise ValueError(f"batch_size {self.batch_size} exceeds the {n_train} training runs (num_runs "
                              f"{self.num_runs} minus {self.num_runs - n_train} validation runs)")
-        if self.num_hidden_dim < 8 and self.model != "fc":
-            raise ValueError(f"num_hidden_dim must be >= 8 (GroupNorm(8)), got {self.num_hidden_dim}")
         for name in ("num_predicted_steps", "refine_num_predicted_steps"):
             v = getattr(self, name)
             if v is not None and v > self.num_frames - 3:
@@ -120,12 +152,25 @@ class TrainConfig:
         if self.refine_epochs and self.refine_num_predicted_steps is None and self.refine_dynamics_lr_factor is None:
             raise ValueError(f"refine_epochs = {self.refine_epochs} changes nothing: set refine_num_predicted_steps "
                              f"and/or refine_dynamics_lr_factor, or refine_epochs = 0")
-        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch <= 0:
-            raise ValueError(f"max_steps_per_epoch must be positive, got {self.max_steps_per_epoch}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 31:
+        if not 0 <= self.seed < SEED_LIMIT:
             raise ValueError(f"seed must be an integer in [0, 2**31), got {self.seed!r}")
         if not self.user_data:
             self.dataset_config()  # validates control vs environment
+
+    def _check_types(self) -> None:
+        """ValueError naming the first field whose value has the wrong type (``int``: an integer,
+        not a bool; ``float``: any real number; ``X | None``: also None); numbers become plain
+        ``int`` / ``float`` so the config stays JSON."""
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            kind, _, optional = f.type.partition(" | ")
+            if v is None and optional:
+                continue
+            if not isinstance(v, _FIELD_TYPES[kind]) or (isinstance(v, bool) and kind in ("int", "float")):
+                raise ValueError(f"{f.name} must be {_TYPE_WORDS[kind]}{' or null' if optional else ''}, "
+                                 f"got {v!r}")
+            if kind in ("int", "float"):
+                object.__setattr__(self, f.name, int(v) if kind == "int" else float(v))
 
     @property
     def user_data(self) -> bool:
@@ -155,6 +200,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        if not isinstance(d, dict):
+            raise ValueError(f"a configuration is a JSON object of fields, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:

@@ -108,10 +108,13 @@ def cmd_evaluate(args, parser) -> int:
     from keycld import fileio, rundir
     from keycld.evaluate import evaluate_vpt, hold_last_frame_vpt
 
+    from keycld.data import check_cache_dir
+
     run_dir = Path(args.run_dir)
     try:
         model, params, cfg = rundir.load_model(run_dir)
-        ds = evaluation_dataset(cfg, args.split, model.system, args.cache_dir, progress=not args.quiet,
+        cache_dir = args.cache_dir if cfg.user_data else check_cache_dir(args.cache_dir)
+        ds = evaluation_dataset(cfg, args.split, model.system, cache_dir, progress=not args.quiet,
                                 data=args.data)
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))

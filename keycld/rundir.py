@@ -66,19 +66,100 @@ def is_run(path: str | os.PathLike) -> bool:
     return (path / CONFIG).is_file() and ((path / CHECKPOINT).is_file() or (path / PARAMS).is_file())
 
 
+def is_export(path: str | os.PathLike) -> bool:
+    """True when ``path`` holds an exported model's weights or ``model.json`` (never resumed or
+    trained into)."""
+    path = Path(path)
+    return (path / PARAMS).exists() or (path / MODEL_INFO).exists()
+
+
+# ---- checks before a command writes into a directory -------------------------------------------
+# what a run killed before its first checkpoint may hold (``wandb``: the Weights & Biases logs)
+UNSTARTED_RUN = (CONFIG, SYSTEM_SPEC, INIT_FROM, METRICS, GIFS, "wandb")
+
+
+def check_writable_dir(path: str | os.PathLike, what: str = "--out") -> None:
+    """ValueError unless ``path`` is a directory this process may write in, or a path whose
+    nearest existing ancestor is one (so it can be created)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {path} is a file, not a directory")
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"{what} {path} lies under {ancestor}, which is a file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {path}: no permission to write in {ancestor}")
+
+
+def config_differences(saved: TrainConfig, other: TrainConfig) -> list[str]:
+    """'field: saved -> other' for every field in which the two configurations differ."""
+    a, b = saved.to_dict(), other.to_dict()
+    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if a[k] != b[k]]
+
+
+def _entries(run_dir: Path) -> set[str]:
+    """The names in ``run_dir`` other than the lock file and temporaries (``.NAME.*.tmp``)."""
+    return {p.name for p in run_dir.iterdir()
+            if p.name != LOCK and not (p.name.startswith(".") and p.name.endswith(".tmp"))}
+
+
+def check_new_run(run_dir: str | os.PathLike, cfg: TrainConfig) -> None:
+    """Raise (FileExistsError, or ValueError for a path that cannot be a directory) unless a run
+    of ``cfg`` may start in ``run_dir``: it does not exist, is empty, or holds an unstarted run
+    (killed before its first checkpoint, ``UNSTARTED_RUN``) of the same configuration."""
+    check_writable_dir(run_dir)
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        return
+    names = _entries(run_dir)
+    if CHECKPOINT in names:
+        raise FileExistsError(f"{run_dir} already holds a run; use --resume {run_dir} to continue it, or choose "
+                              "another --out")
+    if is_export(run_dir):
+        raise FileExistsError(f"{run_dir} holds an exported model; train into another --out (to start from its "
+                              f"weights: --init_from {run_dir})")
+    if not names:
+        return
+    if CONFIG in names and names <= set(UNSTARTED_RUN):
+        diff = config_differences(load_config(run_dir), cfg)
+        if not diff:
+            return
+        raise FileExistsError(f"{run_dir} holds an unstarted run of another configuration ({'; '.join(diff)}); "
+                              "choose another --out")
+    raise FileExistsError(f"{run_dir} is not empty and holds no run of this configuration (it holds "
+                          f"{', '.join(sorted(names))}); choose a new or empty --out")
+
+
+def check_resumable(run_dir: str | os.PathLike) -> TrainConfig:
+    """The saved TrainConfig of a training run ``run_dir`` that ``--resume`` may continue;
+    FileNotFoundError / ValueError naming the directory otherwise (e.g. an exported model)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no such directory)")
+    cfg = load_config(run_dir)
+    if not (run_dir / CHECKPOINT).is_file() and is_export(run_dir):
+        raise ValueError(f"{run_dir} is an exported model (weights only, no optimiser state) and cannot be resumed; "
+                         f"fine-tune it in a new run instead: keycld train ... --init_from {run_dir} --out NEW_DIR")
+    check_writable_dir(run_dir, "--resume")
+    return cfg
+
+
 # ---- reading ------------------------------------------------------------------------------------
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
 
 
 def load_config(run_dir: str | os.PathLike) -> TrainConfig:
-    """The TrainConfig of a run or exported model; ValueError naming the file when unusable."""
+    """The TrainConfig of a run or exported model; ValueError naming the file (and the field)
+    when unusable."""
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no {CONFIG})")
     try:
         return TrainConfig.load(path)
-    except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError
+    except (ValueError, TypeError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ValueError(f"{path} is not a valid run configuration: {err}") from None
 
 
@@ -92,6 +173,12 @@ def load_system(run_dir: str | os.PathLike, cfg: TrainConfig | None = None) -> S
     spec = Path(run_dir) / SYSTEM_SPEC
     if not spec.is_file():
         raise FileNotFoundError(f"{run_dir} trains the System {cfg.environment!r} but holds no {SYSTEM_SPEC}")
+    return load_system_spec(spec, cfg)
+
+
+def load_system_spec(spec: str | os.PathLike, cfg: TrainConfig) -> System:
+    """The System ``cfg.system_attr`` of the spec file ``spec``; ValueError unless it is the
+    System ``cfg.environment`` names."""
     system, _, _ = load_system_file(f"{spec}:{cfg.system_attr}")
     if system.name != cfg.environment:
         raise ValueError(f"{spec}: {cfg.system_attr} is the System {system.name!r}, the config says "
@@ -114,16 +201,73 @@ def weights_file(run_dir: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"{run_dir} holds no {CHECKPOINT} or {PARAMS}")
 
 
+_DIGESTS: dict[tuple, str] = {}  # (path, inode, mtime, size) -> SHA-256: each weights file hashed once
+
+
+def weights_sha256(run_dir: str | os.PathLike) -> str:
+    """Hex SHA-256 of a run's weights file (``weights_file``), computed once per version of the file."""
+    path = weights_file(run_dir).resolve()
+    st = path.stat()
+    key = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = fileio.sha256(path)
+    return _DIGESTS[key]
+
+
+def read_weights(run_dir: str | os.PathLike, cfg: TrainConfig) -> dict:
+    """The stored tree of a run's weights file (``checkpoint.read_raw``), after checking it
+    against what the directory records: an export's ``model.json`` (the weights' SHA-256 and the
+    model kind) and a checkpoint's ``model`` entry. ValueError naming the files otherwise."""
+    run_dir = Path(run_dir)
+    path = weights_file(run_dir)
+    info_path = run_dir / MODEL_INFO
+    info = {}
+    if info_path.is_file():
+        try:
+            info = read_json(info_path)
+        except ValueError as err:
+            raise ValueError(f"{info_path} is not valid JSON: {err}") from None
+        if not isinstance(info, dict):
+            raise ValueError(f"{info_path} must hold a JSON object, got {type(info).__name__}")
+    recorded = info.get("weights_sha256")
+    if recorded is not None:
+        digest = weights_sha256(run_dir)
+        if recorded != digest:
+            raise ValueError(f"{path} is damaged or was replaced: its SHA-256 is {digest}, {info_path} records "
+                             f"{recorded}; export the model again (keycld export RUN_DIR)")
+    raw = checkpoint.read_raw(path)
+    kind = info.get("model", raw.get("model") if path.name == CHECKPOINT else None)
+    if kind is not None and kind != cfg.model:
+        source = info_path if "model" in info else path
+        raise ValueError(f"{run_dir / CONFIG}: field 'model' is {cfg.model!r}, but the weights are of a {kind!r} "
+                         f"model ({source}); set \"model\": {json.dumps(kind)}")
+    return raw
+
+
+def restore_params(run_dir: str | os.PathLike, raw: dict, target, cfg: TrainConfig):
+    """``target``'s parameter tree filled from ``raw`` (the stored params of ``run_dir``);
+    ValueError naming the config's fields when the weights do not fit the model it describes."""
+    try:
+        return checkpoint.restore(weights_file(run_dir), raw, target)
+    except ValueError as err:
+        raise ValueError(f"{err}. {Path(run_dir) / CONFIG} describes another model than the weights: check its "
+                         f"fields model ({cfg.model!r}), num_hidden_dim ({cfg.num_hidden_dim}) and environment "
+                         f"({cfg.environment!r})") from None
+
+
 def load_model(run_dir: str | os.PathLike) -> tuple[KeyCLD, dict, TrainConfig]:
-    """(model, params, config) of a trained run directory or an exported model directory."""
+    """(model, params, config) of a trained run directory or an exported model directory; the
+    weights are checked (``read_weights``) and must fit the configured model."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir)
     model = KeyCLD.from_config(cfg, load_system(run_dir, cfg))
     target = jax.eval_shape(model.init, jax.random.PRNGKey(0))
-    path = weights_file(run_dir)
-    if path.name == PARAMS:
-        return model, checkpoint.load(path, target), cfg
-    return model, checkpoint.load_entry(path, "params", target), cfg
+    raw = read_weights(run_dir, cfg)
+    if weights_file(run_dir).name == CHECKPOINT:
+        if "params" not in raw:
+            raise ValueError(f"checkpoint {weights_file(run_dir)} has no 'params' entry")
+        raw = raw["params"]
+    return model, restore_params(run_dir, raw, target, cfg), cfg
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
@@ -209,5 +353,6 @@ def copy_into_export(run_dir: Path, export_dir: Path) -> None:
 
 
 __all__ = ["CONFIG", "SYSTEM_SPEC", "CHECKPOINT", "PARAMS", "METRICS", "VPT", "INIT_FROM", "POTENTIAL", "GIFS",
-           "BANK", "MODEL_INFO", "MODEL_CARD", "vpt_file", "load_config", "load_system", "load_model",
-           "read_metrics", "run_budget", "weights_file", "is_run"]
+           "LOCK", "BANK", "MODEL_INFO", "MODEL_CARD", "vpt_file", "load_config", "load_system", "load_model",
+           "read_metrics", "run_budget", "weights_file", "weights_sha256", "is_run", "is_export", "check_new_run",
+           "check_resumable", "check_writable_dir"]

@@ -55,19 +55,31 @@ def init_state(cfg: TrainConfig, model: KeyCLD) -> TrainState:
     return TrainState(params, make_optimizer(cfg).init(params), jnp.zeros((), jnp.int32))
 
 
-def initial_state(cfg: TrainConfig, model: KeyCLD) -> TrainState:
-    """``init_state``, with the weights of ``cfg.init_from`` when it is set (fresh optimiser)."""
-    state = init_state(cfg, model)
+def source_params(cfg: TrainConfig):
+    """The weights of ``cfg.init_from`` (None when unset); ValueError when that directory is no
+    usable run or holds another model (kind, num_hidden_dim, environment) than ``cfg`` needs."""
     if cfg.init_from is None:
-        return state
+        return None
     source = Path(cfg.init_from)
-    _, params, source_cfg = rundir.load_model(source)
+    try:
+        _, params, source_cfg = rundir.load_model(source)
+    except FileNotFoundError as err:
+        raise ValueError(f"init_from {source}: {err}") from None
     if (source_cfg.model, source_cfg.num_hidden_dim, source_cfg.environment) != (cfg.model, cfg.num_hidden_dim,
                                                                                 cfg.environment):
         raise ValueError(
             f"init_from {source}: a {source_cfg.model} {source_cfg.environment} model with "
             f"num_hidden_dim {source_cfg.num_hidden_dim}; this run needs {cfg.model} {cfg.environment} "
             f"with num_hidden_dim {cfg.num_hidden_dim}")
+    return params
+
+
+def initial_state(cfg: TrainConfig, model: KeyCLD) -> TrainState:
+    """``init_state``, with the weights of ``cfg.init_from`` when it is set (fresh optimiser)."""
+    state = init_state(cfg, model)
+    params = source_params(cfg)
+    if params is None:
+        return state
     return TrainState(params, make_optimizer(cfg).init(params), state.step)
 
 
@@ -118,7 +130,9 @@ def load_checkpoint(run_dir: Path, cfg: TrainConfig, model: KeyCLD) -> tuple[Tra
     """(state, completed epochs, training wall time so far) from ``run_dir``."""
     # structure only (eval_shape): initialising the networks eagerly costs seconds to minutes
     target = _checkpoint_tree(jax.eval_shape(lambda: init_state(cfg, model)), 0, 0.0)
-    tree = checkpoint.load(Path(run_dir) / rundir.CHECKPOINT, target)
+    raw = rundir.read_weights(run_dir, cfg)
+    raw.pop("model", None)  # the model kind, checked by read_weights
+    tree = rundir.restore_params(run_dir, raw, target, cfg)
     state = TrainState(tree["params"], tree["opt_state"], jnp.asarray(tree["step"], jnp.int32))
     return state, int(tree["epoch"]), float(tree["wall_time"])
 
@@ -143,43 +157,75 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, ca
           workers: int | None = None, system_file: str | os.PathLike | None = None) -> dict:
     """Train (or resume) a run; return the last epoch's metrics.
 
+    A new run needs ``run_dir`` absent, empty, or an unstarted run of ``cfg``
+    (``rundir.check_new_run``); ``resume`` continues the checkpoint there with its saved config,
+    of which ``cfg`` may change only ``num_epochs`` (upwards). Nothing is written before these
+    checks, the data and the initial weights are ready. The run directory is locked
+    (``rundir.LOCK``) while training: a second process gets ``fileio.LockedError``.
+
     A run on your own system (``cfg.data`` set) starts from ``system_file``, the spec file
     defining ``cfg.system_attr``; it is copied into the run directory, which every later
     resume, evaluation and export reads instead.
 
     Raises TrainingDiverged on a non-finite loss; the last checkpoint stays as it was.
     """
+    run_dir = Path(run_dir)
+    _check_run_dir(cfg, run_dir, resume, system_file)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with fileio.locked(run_dir / rundir.LOCK, wait=False, what=f"run directory {run_dir}"):
+        continuing = _check_run_dir(cfg, run_dir, resume, system_file)  # again, now that no one else writes
+        fileio.remove_stale_temporaries(run_dir)
+        return _train_locked(cfg, run_dir, continuing, cache_dir, progress, validate, gif, logger, workers,
+                             system_file)
+
+
+def _check_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool, system_file) -> bool:
+    """True when training continues the checkpoint in ``run_dir``, False when it starts anew
+    there; raises when neither is allowed (see ``train``)."""
+    if resume and (run_dir / rundir.CHECKPOINT).is_file():
+        saved = rundir.check_resumable(run_dir)
+        diff = [d for d in rundir.config_differences(saved, cfg) if not d.startswith("num_epochs:")]
+        if diff or cfg.num_epochs < saved.num_epochs:
+            raise ValueError(f"config of {run_dir} differs from the requested one ({'; '.join(diff) or 'num_epochs'}); "
+                             "resume with the saved config (num_epochs may grow)")
+        return True
+    if resume and rundir.is_export(run_dir):
+        rundir.check_resumable(run_dir)  # raises: an export has no optimiser state
+    rundir.check_new_run(run_dir, cfg)
+    if cfg.user_data and system_file is None:
+        raise ValueError("a run on your own data needs system_file, the spec file defining its System")
+    return False
+
+
+def _train_locked(cfg: TrainConfig, run_dir: Path, continuing: bool, cache_dir, progress: bool, validate: bool,
+                  gif: bool, logger, workers, system_file) -> dict:
     from tqdm.auto import tqdm
 
     from keycld.evaluate import evaluate_vpt
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fileio.remove_stale_temporaries(run_dir)
-    if resume and (run_dir / rundir.CHECKPOINT).exists():
-        saved = TrainConfig.load(run_dir / rundir.CONFIG)
-        if saved != cfg:
-            raise ValueError(f"config of {run_dir} differs from the requested one; resume with the saved config")
+    if continuing:
         model = KeyCLD.from_config(cfg, rundir.load_system(run_dir, cfg))
         state, start_epoch, wall = load_checkpoint(run_dir, cfg, model)
+    else:
+        system = (rundir.load_system_spec(system_file, cfg) if cfg.user_data
+                  else rundir.load_system(run_dir, cfg))
+        model = KeyCLD.from_config(cfg, system)
+        state, start_epoch, wall = initial_state(cfg, model), 0, 0.0
+    data = load_training_data(cfg, model.system, cache_dir, progress, workers)
+    # everything is checked and loaded: from here on the run directory is written
+    if continuing:
+        if rundir.load_config(run_dir) != cfg:  # a longer schedule
+            cfg.save(run_dir / rundir.CONFIG)
         rundir.truncate_metrics(run_dir, start_epoch)
     else:
-        if (run_dir / rundir.CHECKPOINT).exists():
-            raise FileExistsError(f"{run_dir} already holds a run; use --resume or another --out")
         if cfg.user_data:
-            if system_file is None:
-                raise ValueError("a run on your own data needs system_file, the spec file defining its System")
             rundir.copy_system_spec(system_file, run_dir)
-        system = rundir.load_system(run_dir, cfg)
-        model = KeyCLD.from_config(cfg, system)
         cfg.save(run_dir / rundir.CONFIG)
-        state, start_epoch, wall = initial_state(cfg, model), 0, 0.0
         if cfg.init_from is not None:  # the source's budget, kept with the run (rundir.run_budget)
             fileio.write_json(run_dir / rundir.INIT_FROM, rundir.run_budget(cfg.init_from))
         if (run_dir / rundir.METRICS).exists():
             (run_dir / rundir.METRICS).unlink()
 
-    data = load_training_data(cfg, model.system, cache_dir, progress, workers)
     train_set, val_set = data.split("train"), data.split("val")
     steps_by_stage: dict = {}  # one jitted step per stage (TrainConfig.stage); same optimiser state layout
     device = jax.devices()[0].device_kind  # hardware of each epoch, for the model card
@@ -220,7 +266,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, ca
                 from keycld.visualize import validation_gif
                 validation_gif(model, state.params, val_set, run_dir / rundir.gif_file(epoch + 1))
         rundir.append_metrics(run_dir, record)
-        checkpoint.save(run_dir / rundir.CHECKPOINT, _checkpoint_tree(state, epoch + 1, wall))
+        checkpoint.save(run_dir / rundir.CHECKPOINT, {**_checkpoint_tree(state, epoch + 1, wall), "model": cfg.model})
         if logger is not None:
             logger(record)
         if progress:

@@ -139,24 +139,75 @@ def config_and_spec_from_args(args, parser, model: str | None = None):
         parser.error(str(err))
 
 
+# flags that only steer this process (logging, output), never the run's configuration
+PROCESS_FLAGS = ("resume", "num_epochs", "cache_dir", "wandb", "no_gif", "quiet")
+
+
+def resume_conflicts(args, saved: TrainConfig, run_dir: Path, model: str | None = None) -> list[str]:
+    """'--flag VALUE (saved: VALUE)' for each flag given with ``--resume`` that would change the
+    run's saved configuration (``--num_epochs`` may extend it and is not listed)."""
+    from keycld import rundir, systems
+
+    saved_fields = saved.to_dict()
+    out = []
+    for k, v in vars(args).items():
+        if v is None or k in PROCESS_FLAGS or k in ("func", "parser", "command"):
+            continue
+        if k in saved_fields:
+            same = (Path(v).resolve() == Path(saved.data).resolve()) if k == "data" and saved.data else v == saved_fields[k]
+            if not same:
+                out.append(f"--{k} {v} (saved: {saved_fields[k]})")
+        elif k == "system" and not (v in systems.BUILTIN and v == saved.environment):
+            out.append(f"--system {v} (saved: {saved.environment}; the run keeps its own copy "
+                       f"{run_dir / rundir.SYSTEM_SPEC})" if saved.user_data else f"--system {v} (saved: {saved.environment})")
+        elif k == "out" and Path(v).resolve() != run_dir.resolve():
+            out.append(f"--out {v} (the run's directory is {run_dir})")
+    if model is not None and model != saved.model:
+        out.append(f"model {model} of this script (saved: {saved.model})")
+    return out
+
+
+def _check_unlocked(run_dir: Path, parser) -> None:
+    """Exit with a message when another process trains in ``run_dir`` (writes nothing: the lock
+    file is only probed when it exists)."""
+    from keycld import fileio, rundir
+
+    lock = run_dir / rundir.LOCK
+    if lock.is_file():
+        try:
+            with fileio.locked(lock, wait=False, what=f"run directory {run_dir}"):
+                pass
+        except fileio.LockedError as err:
+            parser.error(str(err))
+
+
 def run_train(args, parser, model: str | None = None) -> int:
-    from keycld import rundir
-    from keycld.train import TrainingDiverged, train
+    from keycld import fileio, rundir
+    from keycld.data import check_cache_dir
+    from keycld.train import TrainingDiverged, source_params, train
 
     system_file = None
     if args.resume:
         run_dir = Path(args.resume)
         try:
-            cfg = rundir.load_config(run_dir)
+            cfg = rundir.check_resumable(run_dir)
         except (FileNotFoundError, ValueError) as err:
             parser.error(f"--resume: {err}")
+        conflicts = resume_conflicts(args, cfg, run_dir, model)
+        if conflicts:
+            parser.error(f"--resume {run_dir} continues the run with its saved configuration; these flags would "
+                         f"change it: {', '.join(conflicts)}. Only --num_epochs may change (to extend the schedule); "
+                         f"for other settings start a new run (--out NEW_DIR, --init_from {run_dir} to start from "
+                         "its weights)")
         if args.num_epochs is not None and args.num_epochs != cfg.num_epochs:
             # extending a finished (or running) schedule: the only setting a resume may change
             if args.num_epochs < cfg.num_epochs:
                 parser.error(f"--num_epochs {args.num_epochs} is below the run's {cfg.num_epochs}; "
                              "a resume can only extend the schedule")
-            cfg = dataclasses.replace(cfg, num_epochs=args.num_epochs)
-            cfg.save(run_dir / rundir.CONFIG)
+            try:
+                cfg = dataclasses.replace(cfg, num_epochs=args.num_epochs)
+            except ValueError as err:
+                parser.error(str(err))
         resume = True
     else:
         cfg, system_file = config_and_spec_from_args(args, parser, model)
@@ -164,20 +215,33 @@ def run_train(args, parser, model: str | None = None) -> int:
                 else f"{cfg.model}-{cfg.environment}-{cfg.init_mode}-{cfg.control}-s{cfg.seed}")
         run_dir = Path(args.out or f"runs/{name}")
         resume = False
-        if (run_dir / rundir.CHECKPOINT).exists():
-            parser.error(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose --out")
+        try:
+            rundir.check_new_run(run_dir, cfg)
+            source_params(cfg)
+        except (FileExistsError, ValueError) as err:
+            parser.error(str(err))
+    _check_unlocked(run_dir, parser)
+    cache_dir = args.cache_dir
+    if not cfg.user_data:
+        try:
+            cache_dir = check_cache_dir(args.cache_dir)
+        except ValueError as err:
+            parser.error(f"--cache_dir: {err}")
     logger = None
     if args.wandb:
         try:
             import wandb
         except ImportError:
             parser.error("--wandb needs the wandb package: pip install 'keycld-gym[wandb]'")
+        run_dir.mkdir(parents=True, exist_ok=True)
         wb = wandb.init(project="keycld", config=cfg.to_dict(), dir=str(run_dir), name=run_dir.name,
                         resume="allow")
         logger = wb.log
     try:
-        result = train(cfg, run_dir, resume=resume, cache_dir=args.cache_dir, progress=not args.quiet,
+        result = train(cfg, run_dir, resume=resume, cache_dir=cache_dir, progress=not args.quiet,
                        gif=not args.no_gif, logger=logger, system_file=system_file)
+    except fileio.LockedError as err:  # another process started training here since the check above
+        parser.error(str(err))
     except TrainingDiverged as err:
         print(f"training stopped: {err}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ loading an export only reads files.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from functools import partial
 from pathlib import Path
@@ -187,14 +188,46 @@ def build_data_bank(model: KeyCLD, weights, dataset) -> dict[str, np.ndarray]:
     return {"states": states.astype(np.float32), "seeds": np.arange(n), "constraint_offset": offset}
 
 
+BANK_MANIFOLD_TOL = 1e-3  # max |Φ(x) − c| of a bank state (image units²; built banks: ~1e-6)
+
+
+def _state_limits(model: KeyCLD) -> np.ndarray:
+    """(4K,) bounds of |[x, ẋ]|: the env's position and velocity limits (its observation space)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(EnvParams)}
+    d = 2 * model.num_keypoints
+    return np.concatenate([np.full(d, defaults["position_limit"]), np.full(d, defaults["velocity_limit"])])
+
+
 def _check_bank(bank: dict, model: KeyCLD, path: Path) -> dict:
-    """Refuse a bank whose states or offset have the wrong shape or are not finite."""
+    """``bank`` when its states and constraint offset are usable by the env, else ValueError naming
+    ``path`` and the bad entry: states (N, 4K) finite and inside the observation space (positions
+    within ±position_limit, velocities within ±velocity_limit), a finite offset c (C,), and each
+    state's positions on the manifold Φ(x) = c (within ``BANK_MANIFOLD_TOL``)."""
     d = 4 * model.num_keypoints
+    for key in ("states", "constraint_offset"):
+        if key not in bank:
+            raise ValueError(f"reset bank {path} has no {key!r} entry")
     states, offset = np.asarray(bank["states"]), np.asarray(bank["constraint_offset"])
-    if states.ndim != 2 or states.shape[1] != d or len(states) == 0 or not np.all(np.isfinite(states)):
-        raise ValueError(f"reset bank {path} holds unusable states (shape {states.shape}, need (N, {d}), finite)")
-    if offset.shape != (_num_constraints(model),) or not np.all(np.isfinite(offset)):
-        raise ValueError(f"reset bank {path} holds an unusable constraint offset {offset.tolist()}")
+    if states.dtype.kind != "f" or states.ndim != 2 or states.shape[1] != d or len(states) == 0:
+        raise ValueError(f"reset bank {path}: 'states' must be floats of shape (N, {d}), got {states.dtype} "
+                         f"{states.shape}")
+    bad = np.flatnonzero(~np.all(np.isfinite(states), axis=1))
+    if len(bad):
+        raise ValueError(f"reset bank {path}: 'states' row {bad[0]} is not finite: {states[bad[0]].tolist()}")
+    limits = _state_limits(model)
+    bad = np.flatnonzero(np.any(np.abs(states) > limits, axis=1))
+    if len(bad):
+        raise ValueError(f"reset bank {path}: 'states' row {bad[0]} {states[bad[0]].tolist()} is outside the "
+                         f"observation space (|x| <= {limits[0]}, |ẋ| <= {limits[-1]})")
+    if offset.dtype.kind != "f" or offset.shape != (_num_constraints(model),) or not np.all(np.isfinite(offset)):
+        raise ValueError(f"reset bank {path}: 'constraint_offset' must be {_num_constraints(model)} finite floats, "
+                         f"got {offset.dtype} {offset.tolist()}")
+    if model.dynamics.constrained:
+        residual = np.abs(np.asarray(jax.vmap(model.dynamics.phi)(jnp.asarray(states[:, :d // 2]))) - offset)
+        worst = int(np.argmax(residual.max(axis=1)))
+        if residual[worst].max() > BANK_MANIFOLD_TOL:
+            raise ValueError(f"reset bank {path}: 'states' row {worst} lies {residual[worst].max():.3g} off the "
+                             f"manifold Φ(x) = constraint_offset {offset.tolist()} (allowed: {BANK_MANIFOLD_TOL})")
     return bank
 
 
@@ -217,22 +250,17 @@ def load_bank(run_dir: Path, model: KeyCLD, weights, size: int | None, seed: int
     """
     cfg = cfg or rundir.load_config(run_dir)
     path = run_dir / BANK_FILE
-    digest = fileio.sha256(rundir.weights_file(run_dir))
+    digest = rundir.weights_sha256(run_dir)
     if cfg.user_data:
         return _user_bank(run_dir, model, weights, cfg, digest, size, seed)
     size = DEFAULT_BANK_SIZE if size is None else size
     cached_seeds = None
-    if path.exists():
-        try:
-            cached = _read_bank(path, digest)
-            if cached is not None:
-                cached_seeds = [int(s) for s in cached["seeds"]]
-                start = seed - cached_seeds[0]
-                if start >= 0 and cached_seeds[start:start + size] == list(range(seed, seed + size)):
-                    return _check_bank({k: (v[start:start + size] if k in _PER_RESET else v)
-                                        for k, v in cached.items()}, model, path)
-        except Exception:  # unreadable or malformed cache: rebuild it
-            cached_seeds = None
+    cached = _read_bank(path, digest, model) if path.exists() else None
+    if cached is not None:
+        cached_seeds = [int(s) for s in cached["seeds"]]
+        start = seed - cached_seeds[0]
+        if start >= 0 and cached_seeds[start:start + size] == list(range(seed, seed + size)):
+            return {k: (v[start:start + size] if k in _PER_RESET else v) for k, v in cached.items()}
     bank = stamp_bank(build_bank(model.system.name, model, weights, size, seed), digest)
     covers = not cached_seeds or (seed <= cached_seeds[0] and seed + size >= cached_seeds[-1] + 1)
     default_wins = seed == 0 and bool(cached_seeds) and cached_seeds[0] != 0
@@ -244,7 +272,7 @@ def load_bank(run_dir: Path, model: KeyCLD, weights, size: int | None, seed: int
 def _user_bank(run_dir: Path, model: KeyCLD, weights, cfg, digest: str, size: int | None, seed: int) -> dict:
     path = run_dir / BANK_FILE
     if path.exists():
-        bank = _read_bank(path, digest)
+        bank = _read_bank(path, digest, model)
         if bank is None:
             raise ValueError(f"reset bank {path} was not built from these weights (or by another version); "
                              "export the run again")
@@ -265,13 +293,28 @@ def stamp_bank(bank: dict, weights_sha256: str) -> dict:
     return {**bank, "weights_sha256": np.array(weights_sha256), "version": np.int64(BANK_VERSION)}
 
 
-def _read_bank(path: Path, weights_sha256: str) -> dict | None:
+def _read_bank(path: Path, weights_sha256: str, model: KeyCLD) -> dict | None:
     """The bank stored at ``path``, or None when it was built by other weights or another
-    ``BANK_VERSION`` (an unreadable file raises)."""
-    with np.load(path, allow_pickle=False) as z:
-        bank = {k: z[k] for k in z.files}
-    if int(bank.get("version", 0)) != BANK_VERSION or str(bank.get("weights_sha256")) != weights_sha256:
+    ``BANK_VERSION``; ValueError naming the file and the entry when it cannot be read or its
+    contents are unusable (``_check_bank``; also the per-reset entries' lengths)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            bank = {k: z[k] for k in z.files}
+    except Exception as err:
+        raise ValueError(f"reset bank {path} is unreadable ({err}); delete it to rebuild it") from None
+    try:
+        stale = int(bank.get("version", 0)) != BANK_VERSION or str(bank.get("weights_sha256")) != weights_sha256
+    except (TypeError, ValueError):
+        stale = True
+    if stale:
         return None
+    try:
+        _check_bank(bank, model, path)
+        rows = {k: len(bank[k]) for k in _PER_RESET if k in bank}
+        if len(set(rows.values())) > 1:
+            raise ValueError(f"reset bank {path}: the per-reset entries have different lengths {rows}")
+    except ValueError as err:
+        raise ValueError(f"{err}; the file matches these weights, so it was damaged: delete it to rebuild it") from None
     return bank
 
 

@@ -109,13 +109,18 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, har
 
     run_dir = Path(run_dir)
     if not rundir.is_run(run_dir):
-        raise ValueError(f"{run_dir} is not a run directory (needs {rundir.CONFIG} and {rundir.CHECKPOINT})")
+        raise ValueError(f"{run_dir} is not a run directory (needs {rundir.CONFIG} and {rundir.CHECKPOINT} or "
+                         f"{rundir.PARAMS})")
     model, weights, cfg = rundir.load_model(run_dir)
     if out is None:
         out = Path("models") / cfg.environment if cfg.user_data else MODELS_DIR / cfg.environment
     out = Path(out)
     if out.resolve() == run_dir.resolve():
         raise ValueError(f"--out {out} is the run directory itself; export to another directory")
+    rundir.check_writable_dir(out)
+    if out.exists() and any(out.iterdir()) and not rundir.is_export(out):
+        raise ValueError(f"--out {out} is a directory that holds no exported model; an export replaces its "
+                         "directory, so give a new or empty one (or an exported model to update)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     if tmp.exists():
@@ -138,7 +143,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, har
                 "hardware": hardware or _trained_on(metrics) or hardware_description(),
                 "epochs": metrics[-1]["epoch"] if metrics else None,
                 "training_wall_time_s": metrics[-1].get("wall_time_s") if metrics else None,
-                "bank_size": bank_size, "weights_sha256": digest, "notes": notes}
+                "bank_size": bank_size, "model": cfg.model, "weights_sha256": digest, "notes": notes}
         fileio.write_json(tmp / rundir.MODEL_INFO, info)
         read = lambda n: json.loads((tmp / n).read_text()) if (tmp / n).exists() else None  # noqa: E731
         fileio.write_text(tmp / rundir.MODEL_CARD, model_card(info, cfg.to_dict(), read(rundir.VPT),

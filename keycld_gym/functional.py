@@ -170,3 +170,44 @@ def render(state: EnvState, params: EnvParams) -> jnp.ndarray:
     """(64, 64, 3) uint8 image of the state through the learned renderer."""
     img = params.model.render(params.weights, state.x[None])[0]
     return jnp.round(jnp.clip(img, 0.0, 1.0) * 255.0).astype(jnp.uint8)
+
+
+DEFAULT_SUBSTEPS = 4  # integrator sub-steps per control step when a model records no measured choice
+SUBSTEP_CANDIDATES = (1, 2, 4, 8)
+SUBSTEP_TOL = 1e-4  # image units: 1/300 of a pixel (a pixel spans 2/64 image units)
+
+
+def integration_error(params: EnvParams, substeps: int, reference: int = 16, horizon: int = 50, num: int = 256,
+                      key: jax.Array | None = None) -> float:
+    """Median over ``num`` rollouts of the largest keypoint deviation (image units) between
+    ``substeps`` and ``reference`` sub-steps per control step, over ``horizon`` steps from bank
+    states with uniform random actions."""
+    key = jax.random.PRNGKey(0) if key is None else key
+    k0, k1 = jax.random.split(key)
+    start = jax.vmap(reset, in_axes=(0, None))(jax.random.split(k0, num), params)
+    actions = jax.random.uniform(k1, (horizon, num, params.model.system.action_dim), minval=-1.0, maxval=1.0)
+
+    err = jnp.abs(_positions(params.replace(substeps=substeps), start, actions)
+                  - _positions(params.replace(substeps=reference), start, actions))
+    return float(jnp.median(jnp.max(err, axis=(0, 2))))
+
+
+@jax.jit
+def _positions(params: EnvParams, start: EnvState, actions: jnp.ndarray) -> jnp.ndarray:
+    """Keypoint positions (T, N, 2K) of N rollouts under actions (T, N, A)."""
+    def body(s, a):
+        s, *_ = jax.vmap(step, in_axes=(0, 0, None))(s, a, params)
+        return s, s.x
+    return jax.lax.scan(body, start, actions)[1]
+
+
+def choose_substeps(params: EnvParams, tol: float = SUBSTEP_TOL, candidates=SUBSTEP_CANDIDATES,
+                    **kwargs) -> tuple[int, dict[int, float]]:
+    """The fewest sub-steps whose :func:`integration_error` is at most ``tol`` (the largest
+    candidate if none is), and the error of each candidate tried."""
+    errors = {}
+    for s in candidates:
+        errors[s] = integration_error(params, s, **kwargs)
+        if errors[s] <= tol:
+            return s, errors
+    return candidates[-1], errors

@@ -50,3 +50,14 @@ def test_step_matches_the_lu_implementation_on_1000_states(system, monkeypatch):
     plain = run()
     np.testing.assert_allclose(fast[1], plain[1], rtol=1e-4, atol=2e-4)  # observations
     np.testing.assert_allclose(fast[2], plain[2], rtol=1e-4, atol=1e-4)  # rewards
+
+
+def test_substeps_chosen_by_measured_accuracy():
+    params, _ = load_env_params("pendulum", bank_size=8)
+    chosen, errors = F.choose_substeps(params, num=8, horizon=10)
+    assert errors[chosen] <= F.SUBSTEP_TOL and all(errors[s] > F.SUBSTEP_TOL for s in errors if s < chosen)
+    # an impossible tolerance falls back to the largest candidate, having measured every one
+    chosen, errors = F.choose_substeps(params, tol=-1.0, candidates=(1, 2), num=8, horizon=10)
+    assert chosen == 2 and set(errors) == {1, 2}
+    # the criterion can fail: a coarse Euler step is far from the RK4 reference
+    assert F.integration_error(params.replace(integrator="euler"), 1, num=8, horizon=10) > F.SUBSTEP_TOL

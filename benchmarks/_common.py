@@ -32,14 +32,12 @@ def median_time(fn, repeats: int = 5) -> tuple[float, list[float]]:
 def write_results(name: str, data: dict, table: list[list[str]], header: list[str], notes: str = "") -> Path:
     """Write ``results/{name}.json`` and ``results/{name}.md`` (atomically) and return the md path."""
     RESULTS.mkdir(parents=True, exist_ok=True)
+    from keycld import fileio
+
     js, md = RESULTS / f"{name}.json", RESULTS / f"{name}.md"
-    tmp = js.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, js)
+    fileio.write_json(js, data)
     lines = [f"# {name}", "", notes, "", "| " + " | ".join(header) + " |",
              "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in table]
-    tmp = md.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, md)
+    fileio.write_text(md, "\n".join(lines) + "\n")
     return md

@@ -1,7 +1,10 @@
-"""Environment steps per second, in one run: real (pixels, state), learned (keypoints, pixels)
-and the vmapped vector env at several N.
+"""Environment steps per second, in one run: real (pixels, state), learned (keypoints, pixels),
+the Gymnasium vector env's ``step()`` at several N, the functional core in a jitted ``lax.scan``
+at N = 4096 for the three shipped models (4 RK4 sub-steps and the measured choice,
+``keycld_gym.functional.choose_substeps``), and gymnax's analytic Pendulum-v1 as the anchor
+(when gymnax is installed).
 
-    python benchmarks/env_throughput.py --checkpoint RUN_DIR [--system pendulum] [--repeats 3]
+    python benchmarks/env_throughput.py [--checkpoint RUN_DIR] [--system pendulum] [--repeats 3]
 
 Writes benchmarks/results/env_throughput.{json,md,png}.
 """
@@ -19,7 +22,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import gymnasium as gym  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from _common import RESULTS, machine, write_results  # noqa: E402
+from _common import RESULTS, machine, median_time, write_results  # noqa: E402
 
 import keycld_gym  # noqa: E402,F401
 
@@ -55,9 +58,80 @@ def vector_rate(system: str, checkpoint: str, n: int, steps: int, repeats: int) 
     return float(np.median(rates))
 
 
+def core_rate(params, n: int, steps: int, repeats: int) -> float:
+    """Env steps/s of the functional core: ``steps`` vmapped steps of ``n`` envs in one jitted scan,
+    random actions drawn inside the scan."""
+    from keycld_gym import functional as F
+
+    a_dim = params.model.system.action_dim
+
+    @jax.jit
+    def run(key):
+        k0, k1 = jax.random.split(key)
+        states = jax.vmap(F.reset, in_axes=(0, None))(jax.random.split(k0, n), params)
+
+        def body(s, k):
+            a = jax.random.uniform(k, (n, a_dim), minval=-1.0, maxval=1.0)
+            s, _, r, _, _ = jax.vmap(F.step, in_axes=(0, 0, None))(s, a, params)
+            return s, r.sum()
+        return jax.lax.scan(body, states, jax.random.split(k1, steps))[1]
+
+    jax.block_until_ready(run(jax.random.PRNGKey(0)))
+    seconds, _ = median_time(lambda: jax.block_until_ready(run(jax.random.PRNGKey(1))), repeats)
+    return n * steps / seconds
+
+
+def gymnax_rate(n: int, steps: int, repeats: int) -> float | None:
+    """Env steps/s of gymnax's Pendulum-v1 under the same scan (None without gymnax)."""
+    try:
+        import gymnax
+    except ImportError:
+        return None
+    env, env_params = gymnax.make("Pendulum-v1")
+
+    @jax.jit
+    def run(key):
+        k0, k1 = jax.random.split(key)
+        _, states = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k0, n), env_params)
+
+        def body(s, k):
+            ka, ks = jax.random.split(k)
+            a = jax.random.uniform(ka, (n, 1), minval=-2.0, maxval=2.0)
+            out = jax.vmap(env.step, in_axes=(0, 0, 0, None))(jax.random.split(ks, n), s, a, env_params)
+            return out[1], out[2].sum()  # (obs, state, reward, ...)
+        return jax.lax.scan(body, states, jax.random.split(k1, steps))[1]
+
+    jax.block_until_ready(run(jax.random.PRNGKey(0)))
+    seconds, _ = median_time(lambda: jax.block_until_ready(run(jax.random.PRNGKey(1))), repeats)
+    return n * steps / seconds
+
+
+def core_rows(repeats: int, n: int = 4096, steps: int = 50) -> tuple[list[list[str]], dict]:
+    from keycld_gym import functional as F
+    from keycld_gym.loading import load_env_params
+
+    rows, data = [], {}
+    for system in ("pendulum", "cartpole", "acrobot"):
+        params, _ = load_env_params(system)
+        chosen, errors = F.choose_substeps(params)
+        for substeps in sorted({4, chosen}):
+            rate = core_rate(params.replace(substeps=substeps), n, steps, repeats)
+            data[f"core {system} substeps {substeps}"] = rate
+            rows.append([f"functional core in lax.scan, shipped {system}, RK4 × {substeps}"
+                         + (f" (chosen: error {errors[chosen]:.1e})" if substeps == chosen else ""),
+                         str(n), f"{rate:,.0f}"])
+            print(rows[-1], flush=True)
+    rate = gymnax_rate(n, steps, repeats)
+    if rate is not None:
+        data["gymnax Pendulum-v1"] = rate
+        rows.append(["gymnax Pendulum-v1 (analytic anchor), same scan", str(n), f"{rate:,.0f}"])
+        print(rows[-1], flush=True)
+    return rows, data
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--checkpoint", default=None, help="run or export directory (default: the shipped model)")
     ap.add_argument("--system", default="pendulum")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
@@ -80,8 +154,12 @@ def main() -> None:
         rows.append(["vector env, keypoints (one jitted vmapped step)", str(n), f"{rate:,.0f}"])
         print("vector", n, rate, flush=True)
     data["vector"] = vec
+    more_rows, more = core_rows(args.repeats)
+    rows += more_rows
+    data.update(more)
     ratio = data["learned env, pixels (learned renderer)"] / data["real env, pixels"]
-    notes = (f"`python benchmarks/env_throughput.py --checkpoint {args.checkpoint} --system {args.system} "
+    cmd_ckpt = f" --checkpoint {args.checkpoint}" if args.checkpoint else ""
+    notes = (f"`python benchmarks/env_throughput.py{cmd_ckpt} --system {args.system} "
              f"--repeats {args.repeats}`; median of {args.repeats}; random actions (zeros for the vector env). "
              f"Learned env with rendering vs real env with pixels: {ratio:.2f}×.")
     write_results("env_throughput", data, rows, ["environment", "N", "steps/s"], notes)
@@ -96,7 +174,8 @@ def main() -> None:
     ax.set_ylabel("steps / s")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(RESULTS / "env_throughput.png", dpi=100)
+    from keycld.viz import save_figure
+    save_figure(RESULTS / "env_throughput.png", fig)
     print((RESULTS / "env_throughput.md").read_text())
 
 

@@ -74,8 +74,8 @@ class TrainConfig:
     """
 
     environment: str = "pendulum"
-    init_mode: str = "random"
-    control: str = "yes"
+    init_mode: str | None = "random"
+    control: str | None = "yes"
     model: str = "keycld"
     batch_size: int = 1
     dynamics_weight: float = 1.0

@@ -7,7 +7,7 @@ A **run directory** (``keycld train``)::
 
     config.json           TrainConfig (keycld.config)
     system.py             your own System's spec file, copied at the start (user systems only)
-    checkpoint.msgpack    params + optimiser state + counters after the last complete epoch
+    checkpoint.msgpack    params + optimiser state + counters after the last complete epoch, the model kind
     metrics.jsonl         one line per epoch (train loss terms, validation VPT, wall time, device)
     vpt.json              validation VPT (``vpt_<split>.json`` for other splits)
     init_from.json        the budget of the run a fine-tuned run started from
@@ -18,7 +18,7 @@ A **run directory** (``keycld train``)::
 An **exported model** (``keycld export``) holds ``config.json``, ``system.py`` (user systems),
 ``params.msgpack`` (weights only), ``reset_bank.npz`` (encoded initial states for the
 environments), the VPT files, ``metrics.jsonl``, ``init_from.json``, ``model.json`` (format
-version, provenance, weights' SHA-256) and ``MODEL_CARD.md``.
+version, provenance, the model kind and the weights' SHA-256, both checked on load) and ``MODEL_CARD.md``.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ An exported model directory (``keycld_gym/models/<system>/`` for the shipped one
 are listed in :mod:`keycld.rundir`) holds the config, the System's spec file (your own
 systems), the weights, the reset bank (encoded initial states, keyed by the weights' SHA-256),
 the VPT files and metrics of the run, ``model.json`` (format version, provenance, hardware,
-the weights' SHA-256) and ``MODEL_CARD.md``.
+the model kind and the weights' SHA-256, checked whenever the model loads) and ``MODEL_CARD.md``.
 
 ``keycld export RUN_DIR [--out DIR]`` writes one (atomically: a temporary folder renamed).
 """

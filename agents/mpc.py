@@ -49,8 +49,9 @@ a pendulum hanging at rest (where the gradient of every upright term is zero).
 
 Horizons are in control steps (pendulum dt = 0.02 s, cartpole and acrobot 0.01 s). The planner
 integrates the model with the integrator it was trained with (``integrator=None``: the model's
-``solver``, one substep per control step), which is ~20× cheaper than the learned env's default
-rk4 × 4 substeps; pass ``integrator="rk4", substeps=4`` to plan on exactly that env.
+``solver``, one substep per control step), which is cheaper than the learned env's RK4 (with the
+sub-steps recorded in the model's ``model.json``); pass ``integrator="rk4"`` and that ``substeps``
+to plan on exactly that env.
 
 ``underactuated=True`` (cartpole only) holds the second actuator (the pole torque) at 0 in every
 planned action, and the defaults become ``UNDERACTUATED_DEFAULTS``: half-force plans

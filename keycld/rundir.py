@@ -214,6 +214,21 @@ def weights_sha256(run_dir: str | os.PathLike) -> str:
     return _DIGESTS[key]
 
 
+def read_model_info(run_dir: str | os.PathLike) -> dict:
+    """An exported model's ``model.json`` as a dict (``{}`` for a directory without one);
+    ValueError naming the file when it is not a JSON object."""
+    info_path = Path(run_dir) / MODEL_INFO
+    if not info_path.is_file():
+        return {}
+    try:
+        info = read_json(info_path)
+    except ValueError as err:
+        raise ValueError(f"{info_path} is not valid JSON: {err}") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{info_path} must hold a JSON object, got {type(info).__name__}")
+    return info
+
+
 def read_weights(run_dir: str | os.PathLike, cfg: TrainConfig) -> dict:
     """The stored tree of a run's weights file (``checkpoint.read_raw``), after checking it
     against what the directory records: an export's ``model.json`` (the weights' SHA-256 and the
@@ -221,14 +236,7 @@ def read_weights(run_dir: str | os.PathLike, cfg: TrainConfig) -> dict:
     run_dir = Path(run_dir)
     path = weights_file(run_dir)
     info_path = run_dir / MODEL_INFO
-    info = {}
-    if info_path.is_file():
-        try:
-            info = read_json(info_path)
-        except ValueError as err:
-            raise ValueError(f"{info_path} is not valid JSON: {err}") from None
-        if not isinstance(info, dict):
-            raise ValueError(f"{info_path} must hold a JSON object, got {type(info).__name__}")
+    info = read_model_info(run_dir)
     recorded = info.get("weights_sha256")
     if recorded is not None:
         digest = weights_sha256(run_dir)
@@ -354,5 +362,5 @@ def copy_into_export(run_dir: Path, export_dir: Path) -> None:
 
 __all__ = ["CONFIG", "SYSTEM_SPEC", "CHECKPOINT", "PARAMS", "METRICS", "VPT", "INIT_FROM", "POTENTIAL", "GIFS",
            "LOCK", "BANK", "MODEL_INFO", "MODEL_CARD", "vpt_file", "load_config", "load_system", "load_model",
-           "read_metrics", "run_budget", "weights_file", "weights_sha256", "is_run", "is_export", "check_new_run",
+           "read_metrics", "read_model_info", "run_budget", "weights_file", "weights_sha256", "is_run", "is_export", "check_new_run",
            "check_resumable", "check_writable_dir"]

@@ -148,10 +148,16 @@ class KeyCLDEnv(ForkSafe, gym.Env):
 
     ## Arguments
     ``gym.make("KeyCLD-v0", checkpoint=DIR, obs_type="keypoints", render_mode=None,
-    integrator="rk4", substeps=4, bank_size=None, max_episode_steps=1000)``; ``checkpoint`` is a run directory of
-    ``keycld train`` or an exported model (``keycld export``).
+    integrator="rk4", substeps=None, bank_size=None, max_episode_steps=1000)``; ``checkpoint`` is a run
+    directory of ``keycld train`` or an exported model (``keycld export``); ``substeps`` None takes
+    the number of RK4 sub-steps measured at export (``model.json``), 4 for a training run.
+    ``env.unwrapped.model_info`` says which model runs (directory, model version, weights'
+    SHA-256); the named ids also carry ``model_version`` and ``weights_sha256`` in
+    ``env.spec.kwargs`` and refuse a shipped model that is not the one the id names.
 
     ## Version History
+    The id's version is the shipped model's version: a replaced model is registered under the
+    next version (``-v1``), and the older id raises, naming the release that shipped it.
     v0: first version.
     """
 
@@ -159,9 +165,10 @@ class KeyCLDEnv(ForkSafe, gym.Env):
     system: str = ""  # the paper's named ids set this: the shipped model of that system
 
     def __init__(self, checkpoint=None, obs_type: str = "keypoints", render_mode: str | None = None,
-                 integrator: str = "rk4", substeps: int = 4, bank_size: int | None = None,
-                 system: str | None = None, max_episode_steps: int = 1000):
-        from keycld_gym.loading import load_env_params
+                 integrator: str = "rk4", substeps: int | None = None, bank_size: int | None = None,
+                 system: str | None = None, max_episode_steps: int = 1000, model_version: int | None = None,
+                 weights_sha256: str | None = None):
+        from keycld_gym.loading import load_env_params, model_identity
 
         system = system or self.system or None
         check_choice("obs_type", obs_type, OBS_TYPES_LEARNED)
@@ -171,6 +178,7 @@ class KeyCLDEnv(ForkSafe, gym.Env):
                              "exported by `keycld export`")
         self.obs_type, self.render_mode = obs_type, render_mode
         max_steps = check_count("max_episode_steps", max_episode_steps, 1)
+        self.model_info = model_identity(system, checkpoint, model_version, weights_sha256)
         params, self.bank = load_env_params(system, checkpoint, integrator, substeps, bank_size)
         self.params = params.replace(max_steps=max_steps)
         spec = self.params.model.system

@@ -20,7 +20,7 @@ from keycld import fileio, rundir
 from keycld.model import constraints as C
 from keycld.model.keycld import KeyCLD
 from keycld.model.keypoints import central_differences
-from keycld_gym.functional import INTEGRATORS, EnvParams
+from keycld_gym.functional import DEFAULT_SUBSTEPS, INTEGRATORS, EnvParams
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 BANK_FILE = rundir.BANK
@@ -331,22 +331,55 @@ def load_model_params(system: str, checkpoint: str | os.PathLike | None = None) 
     return params.replace(bank=jnp.zeros((1, 2 * params.dim)))
 
 
+def model_dir(system: str | None, checkpoint: str | os.PathLike | None) -> Path:
+    """The directory an env loads: ``checkpoint``, else the shipped model of ``system``."""
+    if checkpoint is None and system is None:
+        raise ValueError("checkpoint is required: a run or exported-model directory (keycld train / keycld export)")
+    return Path(checkpoint) if checkpoint is not None else default_checkpoint(system)
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def model_identity(system: str | None, checkpoint: str | os.PathLike | None, model_version: int | None = None,
+                   weights_sha256: str | None = None) -> dict:
+    """Which model an env runs: ``{"checkpoint", "model_version", "weights_sha256"}`` (the
+    version as its ``model.json`` records it, None for a training run).
+
+    ``model_version``/``weights_sha256`` (a registered id's) name the shipped model the id stands
+    for; they apply when ``checkpoint`` is None, and a shipped model that is not that one is a
+    ValueError (an inconsistent installation), so an id never runs another model silently.
+    """
+    run_dir = model_dir(system, checkpoint)
+    ident = {"checkpoint": str(run_dir), "model_version": rundir.read_model_info(run_dir).get("model_version"),
+             "weights_sha256": rundir.weights_sha256(run_dir)}
+    if checkpoint is None:
+        for key, wanted in (("model_version", model_version), ("weights_sha256", weights_sha256)):
+            if wanted is not None and ident[key] != wanted:
+                raise ValueError(f"the shipped {system} model in {run_dir} has {key} {ident[key]!r}, but this id "
+                                 f"names {key} {wanted!r}: the installation is inconsistent; reinstall keycld-gym")
+    return ident
+
+
 def load_env_params(system: str | None = None, checkpoint: str | os.PathLike | None = None,
-                    integrator: str = "rk4", substeps: int = 4, bank_size: int | None = None,
+                    integrator: str = "rk4", substeps: int | None = None, bank_size: int | None = None,
                     bank_seed: int = 0) -> tuple[EnvParams, dict]:
     """(EnvParams, bank dict) for a run or exported-model directory ``checkpoint`` (default: the
     shipped model of the built-in ``system``). ``system``, when given with a checkpoint, must be
     the System's name. ``bank_size`` None: the whole bank of a user system, 64 resets otherwise.
+    ``substeps`` None: the number ``keycld export`` measured for the model (``model.json``'s
+    ``substeps``, :func:`keycld_gym.functional.choose_substeps`), else ``DEFAULT_SUBSTEPS`` (4).
     """
     if integrator not in INTEGRATORS:
         raise ValueError(f"unknown integrator {integrator!r}; allowed: {', '.join(INTEGRATORS)}")
-    if isinstance(substeps, bool) or not isinstance(substeps, int) or substeps < 1:
-        raise ValueError(f"substeps must be a positive integer, got {substeps!r}")
+    if substeps is not None:
+        _positive_int("substeps", substeps)
     if bank_size is not None and (isinstance(bank_size, bool) or not isinstance(bank_size, int) or bank_size < 1):
         raise ValueError(f"bank_size must be a positive integer or None, got {bank_size!r}")
-    if checkpoint is None and system is None:
-        raise ValueError("checkpoint is required: a run or exported-model directory (keycld train / keycld export)")
-    run_dir = Path(checkpoint) if checkpoint is not None else default_checkpoint(system)
+    run_dir = model_dir(system, checkpoint)
     if not rundir.is_run(run_dir):
         raise ValueError(f"checkpoint {str(run_dir)!r} is not a run or exported-model directory "
                          f"(needs {rundir.CONFIG} and {rundir.CHECKPOINT} or {rundir.PARAMS})")
@@ -354,6 +387,10 @@ def load_env_params(system: str | None = None, checkpoint: str | os.PathLike | N
     if system is not None and model.system.name != system:
         raise ValueError(f"checkpoint {run_dir} is a {model.system.name!r} model, not {system!r}")
     bank = load_bank(run_dir, model, weights, bank_size, bank_seed, cfg)
+    if substeps is None:
+        info = rundir.read_model_info(run_dir)
+        substeps = (_positive_int(f"{run_dir / rundir.MODEL_INFO}: field 'substeps'", info["substeps"])
+                    if "substeps" in info else DEFAULT_SUBSTEPS)
     params = EnvParams(weights=weights, bank=jnp.asarray(bank["states"]), model=model,
                        integrator=integrator, substeps=substeps, action_scale=model.system.action_scale,
                        constraint_offset=jnp.asarray(bank["constraint_offset"]))

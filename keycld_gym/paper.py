@@ -78,6 +78,13 @@ for _cls in (KeyCLDPendulumEnv, KeyCLDCartpoleEnv, KeyCLDAcrobotEnv):
     _cls.__doc__ += "\n    ## Description" + KeyCLDEnv.__doc__.split("## Description", 1)[1]
 
 
+def retired_model(env_id: str, weights_sha256: str, release: str, current_id: str, **kwargs):
+    """Entry point of an id whose shipped model was replaced: raises, naming the release."""
+    raise gym.error.Error(f"{env_id} ran a shipped model (weights SHA-256 {weights_sha256[:12]}…) that this "
+                          f"installation no longer ships; it is in keycld-gym {release} "
+                          f"(pip install keycld-gym=={release}). This installation's model is {current_id}.")
+
+
 class KeyCLDPendulumVectorEnv(KeyCLDVectorEnv):
     def __init__(self, num_envs: int = 1, **kwargs):
         super().__init__(num_envs=num_envs, system="pendulum", **kwargs)

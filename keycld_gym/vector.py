@@ -121,7 +121,8 @@ class KeyCLDVectorEnv(gym.vector.VectorEnv):
     """N copies of a learned KeyCLD environment (keypoint observations) in one jitted step.
 
     Arguments: ``num_envs``; ``checkpoint`` (run or export directory) or ``system`` (a shipped
-    model); ``integrator``, ``substeps``, ``bank_size`` as for the single env;
+    model); ``integrator``, ``substeps``, ``bank_size``, ``model_version``, ``weights_sha256`` as for
+    the single env (``model_info`` too);
     ``render_mode`` None or ``"rgb_array"``; ``render_envs``: how many environments ``render()``
     shows (default all when N ≤ 16, else the first 16; Gymnasium's vector ``RecordVideo`` needs
     all, i.e. ``render_envs=num_envs``); ``autoreset_mode``: ``"next_step"`` (default),
@@ -140,10 +141,11 @@ class KeyCLDVectorEnv(gym.vector.VectorEnv):
     """
 
     def __init__(self, num_envs: int = 1, checkpoint=None, obs_type: str = "keypoints", integrator: str = "rk4",
-                 substeps: int = 4, bank_size: int | None = None, render_mode: str | None = None,
+                 substeps: int | None = None, bank_size: int | None = None, render_mode: str | None = None,
                  render_envs: int | None = None, autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
-                 max_episode_steps: int = 1000, system: str | None = None, **kwargs):
-        from keycld_gym.loading import load_env_params
+                 max_episode_steps: int = 1000, system: str | None = None, model_version: int | None = None,
+                 weights_sha256: str | None = None, **kwargs):
+        from keycld_gym.loading import load_env_params, model_identity
 
         kwargs.pop("env_id", None)
         if kwargs:
@@ -163,6 +165,7 @@ class KeyCLDVectorEnv(gym.vector.VectorEnv):
         self.autoreset_mode = _autoreset_mode(autoreset_mode)
         max_steps = check_count("max_episode_steps", max_episode_steps, 1)
         self.render_mode = render_mode
+        self.model_info = model_identity(system, checkpoint, model_version, weights_sha256)
         params, _ = load_env_params(system, checkpoint, integrator, substeps, bank_size)
         self.params = params.replace(max_steps=max_steps)
         spec = self.params.model.system

@@ -82,7 +82,9 @@ def model_card(info: dict, cfg: dict, vpt: dict | None, heldout: dict | None) ->
 | training wall time | {wall_text} |
 | hardware | {info.get('hardware')} |
 | VPT, validation runs | {_vpt_line(vpt)} |{heldout_row}
+| model version | {info.get('model_version')} |
 | weights SHA-256 | `{info.get('weights_sha256')}` |
+| integration | RK4, {info.get('substeps')} sub-step(s) per control step (largest keypoint deviation from 16 sub-steps over 50 steps: {info.get('substeps_error', float('nan')):.1e} image units, median over 256 rollouts) |
 | source run | `{info.get('source_run')}` |
 | exported | {info.get('exported_at')} (format {info.get('format_version')}) |
 {ratio}
@@ -94,9 +96,25 @@ frames until the per-frame MSE first exceeds the dataset's ε. Commands:
 """
 
 
+def integration_choice(run_dir: str | os.PathLike) -> dict:
+    """``{"substeps", "substeps_error"}``: the fewest RK4 sub-steps per control step whose rollouts
+    stay within ``SUBSTEP_TOL`` of 16 sub-steps (:func:`keycld_gym.functional.choose_substeps`),
+    measured on the model in ``run_dir`` from its reset bank, and that error (image units)."""
+    from keycld_gym.functional import choose_substeps
+    from keycld_gym.loading import load_env_params
+
+    params, _ = load_env_params(checkpoint=run_dir, substeps=1)
+    substeps, errors = choose_substeps(params)
+    return {"substeps": substeps, "substeps_error": errors[substeps]}
+
+
 def export(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, hardware: str | None = None,
-           notes: str = "", bank_size: int = BANK_SIZE) -> Path:
+           notes: str = "", bank_size: int = BANK_SIZE, model_version: int = 0) -> Path:
     """Export ``run_dir`` to ``out``; returns ``out``.
+
+    ``model_version`` is recorded in ``model.json`` and the model card (the shipped models' ids
+    carry it: ``KeyCLD-<Name>-v<model_version>``). The number of integrator sub-steps the
+    environments use by default is measured here (:func:`integration_choice`).
 
     Default ``out``: ``keycld_gym/models/<system>`` (the shipped model) for the paper's tasks,
     ``models/<name>`` under the current directory for your own system. The reset bank is built
@@ -111,6 +129,8 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, har
     if not rundir.is_run(run_dir):
         raise ValueError(f"{run_dir} is not a run directory (needs {rundir.CONFIG} and {rundir.CHECKPOINT} or "
                          f"{rundir.PARAMS})")
+    if isinstance(model_version, bool) or not isinstance(model_version, int) or model_version < 0:
+        raise ValueError(f"model_version must be an integer >= 0, got {model_version!r}")
     model, weights, cfg = rundir.load_model(run_dir)
     if out is None:
         out = Path("models") / cfg.environment if cfg.user_data else MODELS_DIR / cfg.environment
@@ -143,7 +163,8 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, har
                 "hardware": hardware or _trained_on(metrics) or hardware_description(),
                 "epochs": metrics[-1]["epoch"] if metrics else None,
                 "training_wall_time_s": metrics[-1].get("wall_time_s") if metrics else None,
-                "bank_size": bank_size, "model": cfg.model, "weights_sha256": digest, "notes": notes}
+                "bank_size": bank_size, "model": cfg.model, "model_version": model_version,
+                "weights_sha256": digest, **integration_choice(tmp), "notes": notes}
         fileio.write_json(tmp / rundir.MODEL_INFO, info)
         read = lambda n: json.loads((tmp / n).read_text()) if (tmp / n).exists() else None  # noqa: E731
         fileio.write_text(tmp / rundir.MODEL_CARD, model_card(info, cfg.to_dict(), read(rundir.VPT),
@@ -166,7 +187,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, har
 
 def cmd_export(args, parser) -> int:
     try:
-        out = export(args.run_dir, args.out, args.hardware, args.notes)
+        out = export(args.run_dir, args.out, args.hardware, args.notes, model_version=args.model_version)
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))
     print(f"wrote {out}")
@@ -180,6 +201,8 @@ def register(sub) -> None:
                                                "paper's tasks, models/<name> for your own system")
     p.add_argument("--hardware", default=None, help="hardware the run trained on (default: this machine)")
     p.add_argument("--notes", default="", help="free text for the model card (budget caveats)")
+    p.add_argument("--model_version", type=int, default=0,
+                   help="version recorded in model.json and the model card (a replaced shipped model gets the next)")
     p.set_defaults(func=cmd_export, parser=p)
 
 

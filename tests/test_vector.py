@@ -272,3 +272,39 @@ def test_bad_actions_name_the_problem(pendulum):
         clipped = gym.wrappers.ClipAction(_single(pendulum))  # the documented way to bound a policy
         clipped.reset(seed=0)
         clipped.step(np.array([7.0], np.float32))
+
+
+def test_ids_name_one_model_version(tmp_path):
+    """Each named id carries its shipped model's version and weights' SHA-256; the shipped files
+    are those of MODEL_VERSIONS; a retired version raises naming its release; a shipped model
+    that is not the id's is refused."""
+    import json
+
+    from keycld import rundir
+    from keycld_gym.loading import default_checkpoint, model_identity
+    for name, system in keycld_gym.SYSTEMS.items():
+        version, sha, _ = keycld_gym.MODEL_VERSIONS[system][-1]
+        spec = gym.spec(keycld_gym.learned_id(name, version))
+        assert spec.kwargs == {"model_version": version, "weights_sha256": sha}
+        info = json.loads((default_checkpoint(system) / rundir.MODEL_INFO).read_text())
+        assert (info["model_version"], info["weights_sha256"]) == (version, sha)
+        assert rundir.weights_sha256(default_checkpoint(system)) == sha  # the file itself
+        card = (default_checkpoint(system) / rundir.MODEL_CARD).read_text()
+        assert f"| model version | {version} |" in card and sha in card
+    env = gym.make("KeyCLD-Pendulum-v0")
+    assert env.unwrapped.model_info["weights_sha256"] == keycld_gym.MODEL_VERSIONS["pendulum"][-1][1]
+    with pytest.raises(ValueError, match="has weights_sha256 .* but this id names weights_sha256 'abc'"):
+        model_identity("pendulum", None, 0, "abc")
+    with pytest.raises(ValueError, match="has model_version 0, but this id names model_version 7"):
+        gym.make("KeyCLD-Pendulum-v0", model_version=7)
+    keycld_gym.register_versions("Testpendulum", "pendulum",
+                                 [(0, "0" * 64, "0.0.1"), (1, keycld_gym.MODEL_VERSIONS["pendulum"][-1][1], "0.1.0")])
+    try:
+        with pytest.raises(gym.error.Error, match=r"KeyCLD-Testpendulum-v0 ran .* keycld-gym 0\.0\.1 .* "
+                                                  r"KeyCLD-Testpendulum-v1"):
+            gym.make("KeyCLD-Testpendulum-v0")
+        with pytest.raises(gym.error.Error, match="keycld-gym 0.0.1"):
+            gym.make_vec("KeyCLD-Testpendulum-v0", num_envs=2)
+    finally:
+        for v in (0, 1):
+            gym.envs.registration.registry.pop(f"KeyCLD-Testpendulum-v{v}", None)

@@ -6,7 +6,8 @@
 Agents: ``energy`` (energy shaping on the trained model, fed by the encoder on the real 64×64
 frames: ``KeyCLD-*-Real-v0`` with ``obs_type="keypoints"``), ``energy-true`` (the same law on
 MuJoCo's true model and state), ``mpc-grad`` / ``mpc-cem`` (planners through the learned model,
-``agents.mpc``), ``random`` and ``zero`` baselines. ``--where learned`` (or ``both``) runs the
+``agents.mpc``), ``ppo-jax`` (a policy trained inside the learned model by ``agents.ppo_jax``,
+``--policy DIR``), ``random`` and ``zero`` baselines. ``--where learned`` (or ``both``) runs the
 agent inside the learned environment too, so the two tables sit side by side.
 
 Writes ``OUT/results.json`` (per-episode and summary), ``OUT/results.md`` and GIFs of the best
@@ -22,6 +23,7 @@ if __name__ == "__main__" and not __package__:  # run as a file (python agents/e
     raise SystemExit(0)
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -36,9 +38,9 @@ import numpy as np
 from .base import EpisodeResult, run_episode, summarize
 from keycld.tasks import ENVIRONMENTS
 
-AGENTS = ("energy", "energy-true", "mpc-grad", "mpc-cem", "random", "zero")
+AGENTS = ("energy", "energy-true", "mpc-grad", "mpc-cem", "ppo-jax", "random", "zero")
 WHERE = ("real", "learned", "both")
-NEEDS_MODEL = {"energy", "mpc-grad", "mpc-cem"}
+NEEDS_MODEL = {"energy", "mpc-grad", "mpc-cem", "ppo-jax"}
 
 
 class ConstantAgent:
@@ -107,6 +109,9 @@ def make_agent(name: str, system: str, checkpoint=None, underactuated: bool = Fa
     elif name in ("mpc-grad", "mpc-cem"):
         from .mpc import make_mpc
         agent = make_mpc(system, name.split("-")[1], checkpoint, underactuated=underactuated, seed=seed, **kwargs)
+    elif name == "ppo-jax":
+        from .ppo_jax import policy_agent
+        agent = policy_agent(kwargs.pop("policy", None), system, checkpoint, underactuated)
     elif name == "random":
         agent = RandomAgent(num_actions, seed)
     else:
@@ -221,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="real simulation (default), learned model, or both side by side")
     p.add_argument("--checkpoint", default=None, help="run directory (default: the shipped model)")
     p.add_argument("--seed", type=int, default=0, help="first episode seed")
+    p.add_argument("--policy", default=None, help="ppo-jax: the folder agents/ppo_jax.py wrote")
     p.add_argument("--out", default=None, help="output folder (default runs/eval/AGENT-SYSTEM)")
     p.add_argument("--max_steps", type=int, default=None,
                    help="cut episodes short (smoke tests; success needs full episodes)")
@@ -232,11 +238,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--max_steps must be >= 1, got {args.max_steps}")
     if args.underactuated and args.system != "cartpole":
         p.error(f"--underactuated is defined for the cartpole only, not {args.system!r}")
+    if (args.policy is not None) != (args.agent == "ppo-jax"):
+        p.error("--policy DIR is required by --agent ppo-jax and meaningless for the other agents")
     os.environ.setdefault("MUJOCO_GL", "egl")
+    factory = functools.partial(make_agent, policy=args.policy) if args.policy is not None else None
     suffix = "-underactuated" if args.underactuated else ""
     out = Path(args.out or f"runs/eval/{args.agent}-{args.system}{suffix}")
     rows = run(args.agent, args.system, args.episodes, args.where, args.underactuated, args.checkpoint,
-               args.seed, out, progress=not args.quiet, max_steps=args.max_steps)
+               args.seed, out, progress=not args.quiet, agent_factory=factory, max_steps=args.max_steps)
     print(table(rows))
     print(f"wrote {out}/results.json, results.md and best/worst GIFs")
     return 0

@@ -37,10 +37,12 @@ from keycld_gym.envs import check_action, keypoint_space
 BUILTIN_SYSTEMS = tuple(SYSTEMS.values())  # names make() and load() take for the shipped models
 
 
-def load_core_params(system_or_checkpoint: str | os.PathLike, integrator: str = "rk4", substeps: int = 4,
-                     bank_size: int | None = None) -> F.EnvParams:
+def load_core_params(system_or_checkpoint: str | os.PathLike, integrator: str = "rk4",
+                     substeps: int | None = None, bank_size: int | None = None) -> F.EnvParams:
     """The core's :class:`~keycld_gym.functional.EnvParams` of a built-in system's shipped model
-    (a name in ``BUILTIN_SYSTEMS``, given as a str) or of a run / exported-model directory."""
+    (a name in ``BUILTIN_SYSTEMS``, given as a str) or of a run / exported-model directory.
+    ``integrator``, ``substeps`` (None: the model's recorded sub-step count) and ``bank_size``
+    as for :func:`keycld_gym.loading.load_env_params`."""
     from keycld_gym.loading import load_env_params
 
     if isinstance(system_or_checkpoint, str) and system_or_checkpoint in BUILTIN_SYSTEMS:
@@ -51,8 +53,8 @@ def load_core_params(system_or_checkpoint: str | os.PathLike, integrator: str = 
             raise ValueError(f"{str(system_or_checkpoint)!r} is neither a built-in system "
                              f"({', '.join(map(repr, BUILTIN_SYSTEMS))}) nor a run or exported-model directory")
     else:
-        raise ValueError(f"system_or_checkpoint must be a built-in system name ({', '.join(map(repr, BUILTIN_SYSTEMS))})"
-                         f" or a directory path, got {system_or_checkpoint!r}")
+        raise ValueError(f"system_or_checkpoint must be a built-in system name "
+                         f"({', '.join(map(repr, BUILTIN_SYSTEMS))}) or a directory path, got {system_or_checkpoint!r}")
     params, _ = load_env_params(system, checkpoint, integrator, substeps, bank_size)
     return params
 
@@ -93,8 +95,8 @@ class KeyCLDFuncEnv(FuncEnv):
         super().__init__()
 
     @classmethod
-    def load(cls, system_or_checkpoint: str | os.PathLike, integrator: str = "rk4", substeps: int = 4,
-             bank_size: int | None = None) -> "KeyCLDFuncEnv":
+    def load(cls, system_or_checkpoint: str | os.PathLike, integrator: str = "rk4",
+             substeps: int | None = None, bank_size: int | None = None) -> "KeyCLDFuncEnv":
         """The FuncEnv of a built-in system's shipped model or of a run / export directory."""
         return cls(load_core_params(system_or_checkpoint, integrator, substeps, bank_size))
 

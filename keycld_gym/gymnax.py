@@ -142,14 +142,15 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def make(system_or_checkpoint: str | os.PathLike, *, integrator: str = "rk4", substeps: int = 4,
+def make(system_or_checkpoint: str | os.PathLike, *, integrator: str = "rk4", substeps: int | None = None,
          bank_size: int | None = None, max_steps: int = 1000) -> tuple[Any, GymnaxParams]:
     """(env, env_params) of a learned environment for gymnax-style JAX code.
 
     Args:
         system_or_checkpoint: a built-in system (``"pendulum"``, ``"cartpole"``, ``"acrobot"``:
             its shipped model) or a run / exported-model directory.
-        integrator, substeps, bank_size: as for ``gym.make("KeyCLD-v0", ...)``.
+        integrator, substeps, bank_size: as for :func:`keycld_gym.loading.load_env_params`
+            (substeps None: the model's recorded sub-step count).
         max_steps: episode length in control steps (``env_params.max_steps_in_episode``).
     Raises:
         ImportError naming the extra when gymnax is not installed; ValueError for a bad argument.

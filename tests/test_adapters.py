@@ -23,9 +23,11 @@ _reset = jax.jit(F.reset)
 
 @pytest.fixture(scope="module")
 def core(tmp_path_factory, train_tiny_model) -> F.EnvParams:
-    """Core params of a tiny cartpole model (A = 2, non-zero rewards), a bank of 4 states."""
+    """Core params of a tiny cartpole model (A = 2, non-zero rewards), a bank of 4 states, one
+    Euler substep per step (the adapters pass the integrator settings through; this one compiles
+    fastest)."""
     run = train_tiny_model(tmp_path_factory.mktemp("adapters"), "cartpole")
-    return load_core_params(run, bank_size=4)
+    return load_core_params(run, integrator="euler", substeps=1, bank_size=4)
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +149,21 @@ def test_gymnax_step_jits_and_vmaps(gx, core):
     assert np.asarray(states.t).tolist() == [0] * n  # the fourth step truncated (max 2) and reset
 
 
+def test_gymnax_transition_gradients_are_the_cores(gx, core):
+    """Detached by default (gymnax's convention); ``with_transition_gradients()`` gives the
+    gradient of the core's step."""
+    env, params = _gymnax_env(gx, core, 1000)
+    _, state = env.reset(jax.random.PRNGKey(0), params)
+    a0 = _actions(core, 1)[0]
+    key = jax.random.PRNGKey(1)
+    core_grad = jax.jit(jax.grad(lambda a: F.step(state, a, core)[1].sum()))(a0)
+    grad = jax.jit(jax.grad(lambda a: env.with_transition_gradients().step(key, state, a, params)[0].sum()))(a0)
+    detached = jax.jit(jax.grad(lambda a: env.step(key, state, a, params)[0].sum()))(a0)
+    assert np.any(np.asarray(core_grad) != 0)
+    _close(grad, core_grad)
+    np.testing.assert_array_equal(np.asarray(detached), 0.0)
+
+
 def test_gymnax_spaces_name_and_render(gx, core):
     env, params = _gymnax_env(gx, core, 5)
     a_dim, o_dim = core.model.system.action_dim, 2 * core.dim
@@ -164,18 +181,27 @@ def test_gymnax_spaces_name_and_render(gx, core):
     np.testing.assert_array_equal(np.asarray(env.render(state, params)), np.asarray(F.render(state, core)))
 
 
-def test_gymnax_bad_arguments(gx, core, tmp_path):
+def test_gymnax_bad_arguments(gx, core):
     env, params = _gymnax_env(gx, core, 5)
     _, state = env.reset(jax.random.PRNGKey(0), params)
     a_dim = core.model.system.action_dim
     with pytest.raises(ValueError, match=rf"action has shape \({a_dim + 1},\); expected \({a_dim},\)"):
         env.step(jax.random.PRNGKey(0), state, jnp.zeros(a_dim + 1), params)
-    with pytest.raises(ValueError, match="'no-such-system' is neither a built-in system.*'pendulum'"):
-        gx.make("no-such-system")
-    with pytest.raises(ValueError, match="is neither a built-in system"):
-        gx.make(tmp_path)  # an existing directory that holds no model
     with pytest.raises(ValueError, match="max_steps must be an integer >= 1, got 0"):
         gx.make("pendulum", max_steps=0)
+    with pytest.raises(ValueError, match="'no-such-system' is neither a built-in system.*'pendulum'"):
+        gx.make("no-such-system")
+
+
+def test_loading_names_the_bad_system_or_directory(tmp_path):
+    with pytest.raises(ValueError, match="'no-such-system' is neither a built-in system.*'pendulum'.*'acrobot'"):
+        KeyCLDFuncEnv.load("no-such-system")
+    with pytest.raises(ValueError, match=f"'{tmp_path}' is neither a built-in system"):
+        load_core_params(tmp_path)  # an existing directory that holds no model
+    with pytest.raises(ValueError, match="must be a built-in system name .* or a directory path, got 3"):
+        load_core_params(3)
+    with pytest.raises(ValueError, match="must be a keycld_gym.functional.EnvParams, got str"):
+        KeyCLDFuncEnv("pendulum")
 
 
 def test_gymnax_make_loads_a_shipped_model_by_name(gx):

@@ -18,7 +18,10 @@ Params: :class:`GymnaxParams` wraps the core's :class:`~keycld_gym.functional.En
 (``core``: weights and reset bank as pytree leaves, model and integrator settings static) and
 holds gymnax's ``max_steps_in_episode`` as a pytree leaf, so
 ``env_params.replace(max_steps_in_episode=N)`` takes effect without retracing. The state is the
-core's :class:`~keycld_gym.functional.EnvState` (x, ẋ (2K,) each, t int32).
+core's :class:`~keycld_gym.functional.EnvState` (x, ẋ (2K,) each, t int32). Truncation is
+``state.t >= max_steps_in_episode`` (gymnax's ``is_truncated``); the core's own ``max_steps`` is
+set to the same value by :func:`make`. As in gymnax, transitions are detached from the autodiff
+graph unless ``env.with_transition_gradients()`` is used.
 
 gymnax is an optional dependency (``pip install keycld-gym[gymnax]``); this module imports it
 only when :func:`make` (or ``KeyCLDGymnaxEnv``) is used.

@@ -1,4 +1,5 @@
 """keycld_gym: checker-clean environments, determinism, invariants, vector env, rewards."""
+import json
 import warnings
 from pathlib import Path
 
@@ -215,8 +216,14 @@ def test_exported_model_loads_without_rebuilding_the_bank(checkpoints, tmp_path,
     a, _ = exported.reset(seed=5)
     b, _ = original.reset(seed=5)
     np.testing.assert_array_equal(a, b)
+    info = json.loads((out / "model.json").read_text())  # the export measured its RK4 sub-steps
+    assert exported.unwrapped.params.substeps == info["substeps"] and info["substeps_error"] <= 1e-4
+    assert original.unwrapped.params.substeps == 4  # a training run: the default
+    same = gym.make("KeyCLD-Pendulum-v0", checkpoint=str(out), bank_size=4, substeps=4)
+    same.reset(seed=5)
     act = np.array([0.3], np.float32)
-    np.testing.assert_array_equal(exported.step(act)[0], original.step(act)[0])
+    np.testing.assert_array_equal(same.step(act)[0], original.step(act)[0])
+    np.testing.assert_allclose(exported.step(act)[0], original.unwrapped._obs(), atol=1e-4)
 
 
 def test_real_env_frames_are_distinct_arrays(checkpoints):

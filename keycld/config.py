@@ -15,7 +15,7 @@ from keycld.system import System
 from keycld.tasks import ENVIRONMENTS
 
 MODELS = ("keycld", "no_constraint", "node2", "fc")
-# The original README's experiments: 8 dataset configurations × the models above.
+# The paper's experiment table: 8 dataset configurations × the models above.
 DATASETS = [("pendulum", "no"), ("pendulum", "yes"), ("cartpole", "no"), ("cartpole", "underactuated"),
             ("cartpole", "yes"), ("acrobot", "no"), ("acrobot", "underactuated"), ("acrobot", "yes")]
 REPRO_MODELS = MODELS
@@ -228,15 +228,11 @@ PRESETS: dict[str, dict] = {
     "cpu": dict(num_hidden_dim=16, num_epochs=10),
 }
 
-# The dynamics networks' learning-rate factor under the cpu preset (paper: 0.2). The acrobot
-# needs 1×: at 0.2× its potential had not moved from its initialisation after 5 epochs. The
-# pendulum keeps 0.2×: from scratch at 1× (benchmarks/results/cpu_preset_pendulum_dynlr1) its
-# keypoint left the rod's circle (mean |Φ| 0.26) and V grew two wells, VPT 8.70, and 3 more
-# epochs did not recover it (8.38); at 0.2× (../cpu_preset_pendulum) V is a clean cosine,
-# VPT 9.68, and the same 3 epochs reach 18.78. The cartpole is unmeasured at 1× from scratch.
-# No preset refines inside the run (refine_epochs): from scratch the pendulum's encoder had
-# not localised the keypoint by epoch 7 or 11 (mean |Φ| 0.26-0.28), and 3 refine epochs at
-# 1× on 0.16 s then lowered VPT (9.64 -> 9.32 and 11.58 -> 8.62); they help once it has.
+# The dynamics networks' learning-rate factor under the cpu preset (paper: 0.2). The acrobot's
+# potential does not move from its initialisation within the preset's epochs at 0.2×, so it and
+# the cartpole use 1×; the pendulum's keypoint leaves the rod's circle at 1× from scratch, so it
+# keeps 0.2×. No preset refines inside the run (refine_epochs): refining before the encoder has
+# localised its keypoints lowers VPT. Measurements: benchmarks/results/cpu_preset_*/README.md.
 CPU_PRESET_DYNAMICS_LR_FACTOR = {"pendulum": 0.2, "cartpole": 1.0, "acrobot": 1.0}
 
 # Horizon of the multi-step dynamics loss in seconds under the cpu preset: the pendulum's

@@ -143,7 +143,7 @@ PAPER_ARGS = ("--batch_size=1 --dynamics_weight=1 --bce_weight=1 --solver=euler 
 
 
 def reproduce_commands(root: str, extra: str = "") -> list[tuple[str, str, str, list[str]]]:
-    """(model, environment, control, argv) for the 24 original README commands plus fc."""
+    """(model, environment, control, argv) for the paper's 24 training commands plus fc."""
     out = []
     for model in REPRO_MODELS:
         for env, control in DATASETS:

@@ -1,4 +1,4 @@
-"""``keycld train`` and the original README's entry points (keycld/dm.py, ablations/*.py)."""
+"""``keycld train`` and the paper code's script entry points (keycld/dm.py, ablations/*.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -262,7 +262,7 @@ def register(sub) -> None:
 
 
 def script_parser(model: str, prog: str | None = None):
-    """Parser of ``python keycld/dm.py`` / ``python ablations/*.py`` (the original README's flags)."""
+    """Parser of ``python keycld/dm.py`` / ``python ablations/*.py`` (the paper code's flags)."""
     from keycld.cliutil import StrictParser
 
     p = StrictParser(prog=prog or Path(sys.argv[0]).name, description=f"train the {model} model")
@@ -271,7 +271,7 @@ def script_parser(model: str, prog: str | None = None):
 
 
 def script_main(model: str, argv: list[str] | None = None) -> int:
-    """Entry point of ``python keycld/dm.py`` / ``python ablations/*.py`` (original README)."""
+    """Entry point of ``python keycld/dm.py`` / ``python ablations/*.py`` (the paper code's flags)."""
     p = script_parser(model)
     args = p.parse_args(argv)
     return run_train(args, p, model=model)

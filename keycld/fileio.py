@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Callable, IO, Iterator
@@ -66,11 +67,15 @@ def write_json(path: str | os.PathLike, data) -> None:
     write_text(path, json.dumps(data, indent=1))
 
 
+_TEMPORARY = re.compile(r"^\..+\.tmp\d*$")  # .NAME.*.tmp, and .NAME.tmp<pid> of earlier writers
+
+
 def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
-    """Delete the ``.NAME.*.tmp`` files a killed writer left in ``directory``; the removed paths."""
+    """Delete the temporary files a killed writer left in ``directory`` (``.NAME.*.tmp``, and
+    ``.NAME.tmp<pid>`` as releases before 0.2 named them); the removed paths."""
     removed = []
-    for tmp in Path(directory).glob(".*.tmp"):
-        if tmp.is_file():
+    for tmp in Path(directory).glob(".*.tmp*"):
+        if _TEMPORARY.match(tmp.name) and tmp.is_file():
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed

@@ -293,7 +293,11 @@ def test_stale_temporaries_are_removed_when_training_resumes(runs, tmp_path, tin
     run = _copy(runs["run"], tmp_path)
     stale = run / ".checkpoint.msgpack.k1ll3d.tmp"
     stale.write_bytes(b"half a checkpoint")
+    older = run / ".checkpoint.msgpack.tmp4242"  # an earlier writer's naming
+    older.write_bytes(b"half a checkpoint")
+    keep = run / ".notes.tmpl"  # not a temporary of ours
+    keep.write_bytes(b"x")
     saved = (run / rundir.CHECKPOINT).read_bytes()
     T.train(TINY_CFG, run, resume=True, cache_dir=tiny_cache, progress=False, validate=False, gif=False)
-    assert not stale.exists()
+    assert not stale.exists() and not older.exists() and keep.exists()
     assert (run / rundir.CHECKPOINT).read_bytes() == saved  # finished run: nothing retrained

@@ -17,14 +17,17 @@ the environment (the log-probability is that of the unclipped sample); the deter
 is the mean clipped into [-1, 1]. Observations are [x, ẋ] (4K floats, image units and image units
 per second); with ``velocity="backward"`` (default) the policy sees ẋ as the real env's encoder
 pipeline computes it, the projected second-order backward difference of the last three positions
-(``backward_obs``), instead of the learned state's exact ẋ (``"true"``). They are normalised by a running mean and variance over every observation of every rollout,
-kept inside the scan and saved with the policy, then clipped to ±``obs_clip`` standard deviations.
+(``backward_obs``), instead of the learned state's exact ẋ (``"true"``). They are normalised by a
+running mean and variance over every observation of every rollout, kept inside the scan and saved with the policy, then clipped to ±``obs_clip`` standard deviations.
 
 Training rewards (``reward``): ``"task"`` is the System's reward of the learned state (dm_control's:
-cartpole and acrobot smooth, pendulum sparse); ``"shaped"`` (the pendulum default) is
-``(1 + cos θ)/2 · (1 + g(ω))/2`` from the keypoint's angle θ from upright and angular velocity ω
-(rad/s), with ``g`` dm_control's gaussian tolerance of margin 5 rad/s (1 at ω = 0, 0.1 at
-|ω| = 5): 1 only when upright and still. Success is judged on the real simulation by the task's
+cartpole and acrobot smooth, pendulum sparse); ``"shaped"`` (the pendulum and cartpole default)
+is, for the pendulum, ``(1 + cos θ)/2 · (1 + g(ω; 5))/2`` from the keypoint's angle θ from upright
+and angular velocity ω (rad/s), with ``g(·; m)`` dm_control's gaussian tolerance of margin m (1 at
+0, 0.1 at ±m): 1 only when upright and still; for the cartpole, the task reward times
+``(1 + g(c; 0.5))/2`` of the cart position c (m), plus 0.2 while the sparse success condition
+holds (|c| < 0.25 m, pole cosine > 0.995): the task reward alone barely asks for a centred cart
+(0.99 of its best at c = 0.45 m), the success criterion does. Success is judged on the real simulation by the task's
 sparse reward whatever the training reward (``agents.base``).
 
 Actuator randomisation (``gain_low`` < 1): each training episode draws a gain g ~ U(gain_low, 1)
@@ -73,12 +76,17 @@ from keycld.tasks import ENVIRONMENTS, TASK_SPECS
 from keycld_gym import functional as F
 from keycld_gym.vector import vector_step
 
+from .base import CART_BOUND, CART_COSINE_BOUND
+
 REWARDS = ("task", "shaped")
 VELOCITIES = ("backward", "true")
 POLICY_FILE = "policy.msgpack"
 CONFIG_FILE = "config.json"
 EVAL_SEED = 1000  # real-env evaluation: seeds EVAL_SEED … EVAL_SEED + eval_episodes − 1
 OMEGA_MARGIN = 5.0  # rad/s: the shaped pendulum reward's velocity tolerance margin
+CART_MARGIN = 0.5  # m: the shaped cartpole reward's cart position tolerance margin
+SPARSE_BONUS = 0.2  # the shaped cartpole reward's bonus while the sparse success condition holds
+SHAPED = ("pendulum", "cartpole")  # the systems with a shaped reward
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,8 +154,9 @@ class PPOConfig:
             raise ValueError(f"unknown velocity {self.velocity!r}; allowed: {', '.join(VELOCITIES)}")
         if self.reward not in REWARDS:
             raise ValueError(f"unknown reward {self.reward!r}; allowed: {', '.join(REWARDS)}")
-        if self.reward == "shaped" and self.system != "pendulum":
-            raise ValueError(f"reward 'shaped' is defined for the pendulum only, not {self.system!r}; use 'task'")
+        if self.reward == "shaped" and self.system not in SHAPED:
+            raise ValueError(f"reward 'shaped' is defined for {' and '.join(SHAPED)} only, not {self.system!r}; "
+                             "use 'task'")
         if self.underactuated and self.system != "cartpole":
             raise ValueError(f"underactuated is defined for the cartpole only, not {self.system!r}")
         batch = self.num_envs * self.num_steps
@@ -263,6 +272,14 @@ def shaped_pendulum_reward(obs: jnp.ndarray) -> jnp.ndarray:
     return (1.0 + cos) / 2.0 * (1.0 + R.tolerance(omega, margin=OMEGA_MARGIN)) / 2.0
 
 
+def shaped_cartpole_reward(obs: jnp.ndarray, task_reward: jnp.ndarray) -> jnp.ndarray:
+    """Task reward · (1 + g(cart; 0.5 m))/2 + 0.2 · [|cart| < 0.25 m and pole cosine > 0.995] of
+    one cartpole observation [x, ẋ] (8,)."""
+    cart, cos, _ = R.cartpole_quantities(obs[0:4], obs[4:8])
+    sparse = (jnp.abs(cart) < CART_BOUND) & (cos > CART_COSINE_BOUND)
+    return task_reward * (1.0 + R.tolerance(cart, margin=CART_MARGIN)) / 2.0 + SPARSE_BONUS * sparse
+
+
 def gaussian_log_prob(x, mean, log_std):
     return jnp.sum(-0.5 * ((x - mean) / jnp.exp(log_std)) ** 2 - log_std - 0.5 * math.log(2 * math.pi), axis=-1)
 
@@ -313,8 +330,10 @@ def make_train(config: PPOConfig, env_params: F.EnvParams, reward_fn: RewardFn |
             return jax.vmap(F.observe)(state)
         return jax.vmap(backward_obs, in_axes=(0, 0, None))(hist, state.x, env_params)
     if reward_fn is None:
-        if config.reward == "shaped":
+        if config.reward == "shaped" and config.system == "pendulum":
             reward_fn = lambda o, a, r: shaped_pendulum_reward(o)  # noqa: E731
+        elif config.reward == "shaped":
+            reward_fn = lambda o, a, r: shaped_cartpole_reward(o, r)  # noqa: E731
         else:
             reward_fn = lambda o, a, r: r  # noqa: E731
     if config.anneal_lr:
@@ -640,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--total_steps", type=positive_int, required=True, help="env steps summed over the copies")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reward", choices=REWARDS, default=None,
-                   help="training reward (default: shaped for the pendulum, task otherwise)")
+                   help="training reward (default: shaped for the pendulum and the cartpole, task otherwise)")
     p.add_argument("--underactuated", action="store_true", help="cartpole: pole torque held at 0")
     p.add_argument("--gamma", type=float, default=None, help="discount per control step (default 0.99; "
                    "0.995 for the 100 Hz cartpole and acrobot)")
@@ -672,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
         hidden = tuple(int(h) for h in args.hidden.split(","))
     except ValueError:
         p.error(f"--hidden must be comma-separated positive integers, got {args.hidden!r}")
-    reward = args.reward or ("shaped" if args.system == "pendulum" else "task")
+    reward = args.reward or ("shaped" if args.system in SHAPED else "task")
     gamma = args.gamma if args.gamma is not None else (0.99 if TASK_SPECS[args.system].dt >= 0.02 else 0.995)
     try:
         config = PPOConfig(system=args.system, total_steps=args.total_steps, num_envs=args.num_envs,

@@ -7,7 +7,9 @@ Every agent runs on ``KeyCLD-*-Real-v0`` (learned-model agents see only the enco
 of the 64×64 frames) with the same episode seeds; ``energy-true`` is the true-model baseline,
 ``random`` and ``zero`` the trivial baselines. Rows whose agent needs a shipped model that does
 not exist yet are reported as "no shipped model" rather than run. Planning time per control step
-is the median wall time of ``agent.act``.
+is the median wall time of ``agent.act``. ``ppo-jax`` rows evaluate the policy that
+``agents/ppo_jax.py`` trained only inside the learned model, ``results/ppo_jax/<system>/`` (its
+results there are reused; a system without one is reported as "no trained policy").
 
 Writes benchmarks/results/control.{json,md}; ``--merge`` keeps rows of other (system, agent)
 pairs from an earlier run. Finished rows (``results/control/<row>/results.json``) are reused, so
@@ -16,6 +18,7 @@ an interrupted run continues where it stopped (``--rerun`` forces them).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -28,7 +31,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from _common import RESULTS, machine, write_results  # noqa: E402
 
-from agents.evaluate import AGENTS, NEEDS_MODEL, format_ms, run  # noqa: E402
+from agents.evaluate import AGENTS, NEEDS_MODEL, format_ms, make_agent, run  # noqa: E402
 from keycld.tasks import ENVIRONMENTS  # noqa: E402
 from keycld_gym.loading import MODELS_DIR  # noqa: E402
 
@@ -45,6 +48,18 @@ def _order(row: dict) -> tuple:
     agent = row["agent"].replace(" (underactuated)", "")
     return (ENVIRONMENTS.index(row["system"]), row["agent"].endswith("(underactuated)"),
             AGENTS.index(agent) if agent in AGENTS else len(AGENTS))
+
+
+def _ppo_note(rows: list[dict]) -> str:
+    """Training budget of the ppo-jax rows (trained only inside the learned model)."""
+    parts = [f"{r['system']}{' underactuated' if r['agent'].endswith('(underactuated)') else ''}: "
+             f"{r['train']['env_steps']:,} env steps in {r['train']['train_wall_clock_s']:.0f} s"
+             for r in rows if r["agent"].startswith("ppo-jax") and "train" in r]
+    if not parts:
+        return ""
+    return (" ppo-jax: PPO trained only inside the learned model (0 real-simulation samples; "
+            "results/ppo_jax/<system>/), training wall clock on this CPU including compilation — "
+            + "; ".join(parts) + ".")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,14 +100,24 @@ def main(argv: list[str] | None = None) -> int:
             continue
         episodes = args.episodes_pixels or args.episodes if agent in NEEDS_MODEL else args.episodes
         out = RESULTS / "control" / f"{agent}-{system}{'-underactuated' if under else ''}"
+        factory = None
+        if agent == "ppo-jax":
+            out = RESULTS / "ppo_jax" / f"{system}{'-underactuated' if under else ''}"
+            if not (out / "config.json").exists():
+                rows.append({"system": system, "agent": label, "missing": "no trained policy"})
+                continue
+            factory = functools.partial(make_agent, policy=out)
         done = out / "results.json"
         if not args.rerun and done.exists() and json.loads(done.read_text())[0]["episodes"] == episodes:
             (row,) = json.loads(done.read_text())  # a finished row of an interrupted run
         else:
             t = time.perf_counter()
-            (row,) = run(agent, system, episodes, "real", under, out=out, progress=True)
+            (row,) = run(agent, system, episodes, "real", under, out=out, progress=True, agent_factory=factory)
             row["wall_s"] = time.perf_counter() - t
             done.write_text(json.dumps([row], indent=1))
+        if agent == "ppo-jax" and "train" not in row:
+            meta = json.loads((out / "config.json").read_text())
+            row["train"] = {k: meta.get(k) for k in ("train_wall_clock_s", "env_steps", "real_sim_samples")}
         row.pop("episodes_detail", None)
         rows.append(row)
         print(f"{system} {label}: success {row['success_rate']:.2f}, return {row['return_mean']:.0f} "
@@ -117,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
              f"Last command: `python benchmarks/control.py {' '.join(argv if argv is not None else sys.argv[1:])}`"
              + (" (merged with the rows of earlier runs)" if args.merge else "") + ". "
              "Each row's details, command-independent, are in results/control/<agent>-<system>/results.json "
-             "with its best/worst GIFs.")
+             "with its best/worst GIFs." + _ppo_note(rows))
     md = write_results("control", {"machine": machine(), "rows": rows}, table, HEADER, notes)
     print(md.read_text())
     return 0

@@ -105,7 +105,7 @@ def test_policy_round_trip_and_checks(trained, env_params, tmp_path):
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(system="walker"), "unknown system 'walker'"),
-    (dict(system="cartpole", reward="shaped"), "shaped"),
+    (dict(system="acrobot", reward="shaped"), "shaped"),
     (dict(system="pendulum", underactuated=True), "underactuated"),
     (dict(system="pendulum", num_envs=3, num_steps=5, num_minibatches=4, total_steps=100), "divisible"),
     (dict(system="pendulum", num_envs=4, num_steps=4, num_minibatches=1, total_steps=15), "at least one update"),

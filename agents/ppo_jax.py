@@ -1,7 +1,8 @@
 """PPO trained inside the learned model, the whole training loop one jitted ``lax.scan``.
 
     python agents/ppo_jax.py --system pendulum --total_steps 20000000 --out benchmarks/results/ppo_jax/pendulum
-    python agents/evaluate.py --agent ppo-jax --policy benchmarks/results/ppo_jax/pendulum --system pendulum
+    python agents/evaluate.py --agent ppo-jax --policy benchmarks/results/ppo_jax/pendulum --system pendulum \
+        --episodes 50 --seed 1000 --out benchmarks/results/ppo_jax/pendulum
 
 ``make_train(config, env_params)`` builds, in the style of PureJaxRL, a pure ``init(rng)`` and a
 jittable ``run(runner, num_updates)``; one update is: a rollout of ``num_steps`` control steps in
@@ -25,9 +26,11 @@ cartpole and acrobot smooth, pendulum sparse); ``"shaped"`` (the pendulum and ca
 is, for the pendulum, ``(1 + cos θ)/2 · (1 + g(ω; 5))/2`` from the keypoint's angle θ from upright
 and angular velocity ω (rad/s), with ``g(·; m)`` dm_control's gaussian tolerance of margin m (1 at
 0, 0.1 at ±m): 1 only when upright and still; for the cartpole, the task reward times
-``(1 + g(c; 0.5))/2`` of the cart position c (m), plus 0.2 while the sparse success condition
-holds (|c| < 0.25 m, pole cosine > 0.995): the task reward alone barely asks for a centred cart
-(0.99 of its best at c = 0.45 m), the success criterion does. Success is judged on the real simulation by the task's
+``(1 + g(c; 0.5))/2`` of the cart position c (m) times ``(4 + q(a_pole))/5`` (a pole torque
+penalty like the task's on the cart force), plus 0.2 while |c| < 0.25 m and the pole cosine is
+above 0.999: the task reward alone barely asks for a centred cart (0.99 of its best at c = 0.45 m)
+and lets the pole torque hold the pole a few degrees off upright, which the success criterion
+(|c| < 0.25 m, cosine > 0.995 on the real simulation) does not allow. Success is judged on the real simulation by the task's
 sparse reward whatever the training reward (``agents.base``).
 
 Actuator randomisation (``gain_low`` < 1): each training episode draws a gain g ~ U(gain_low, 1)
@@ -41,9 +44,10 @@ cannot rely on the learned model's friction being exact either.
 training and evaluation.
 
 Writes ``OUT/policy.msgpack`` (flax serialization of the network parameters and the observation
-statistics), ``OUT/config.json``, ``OUT/curve.json`` and ``OUT/curve.png`` (training return in the
-learned env against training wall clock and env steps), then the real-env evaluation from pixels
-(``agents.evaluate.evaluate``): ``results.json``, ``results.md``, ``best.gif``, ``worst.gif``.
+statistics), ``OUT/policy.json`` (the config and the training budget), ``OUT/curve.json`` and
+``OUT/curve.png`` (training reward in the learned env against training wall clock and env steps). ``agents/evaluate.py --agent ppo-jax
+--policy OUT`` evaluates the saved policy on ``KeyCLD-*-Real-v0`` from pixels (the encoder's
+keypoints of the policy's checkpoint), as for the other agents; the CLI prints that command.
 """
 from __future__ import annotations
 
@@ -76,16 +80,17 @@ from keycld.tasks import ENVIRONMENTS, TASK_SPECS
 from keycld_gym import functional as F
 from keycld_gym.vector import vector_step
 
-from .base import CART_BOUND, CART_COSINE_BOUND
+from .base import CART_BOUND
 
 REWARDS = ("task", "shaped")
 VELOCITIES = ("backward", "true")
 POLICY_FILE = "policy.msgpack"
-CONFIG_FILE = "config.json"
-EVAL_SEED = 1000  # real-env evaluation: seeds EVAL_SEED … EVAL_SEED + eval_episodes − 1
+CONFIG_FILE = "policy.json"
+EVAL_SEED = 1000  # first seed of the real-env evaluation the CLI suggests (seeds the training never used)
 OMEGA_MARGIN = 5.0  # rad/s: the shaped pendulum reward's velocity tolerance margin
 CART_MARGIN = 0.5  # m: the shaped cartpole reward's cart position tolerance margin
-SPARSE_BONUS = 0.2  # the shaped cartpole reward's bonus while the sparse success condition holds
+SPARSE_BONUS = 0.2  # the shaped cartpole reward's bonus while the cart is centred and the pole upright
+BONUS_COSINE = 0.999  # pole cosine the bonus asks for (2.6°): the real upright and the keypoints' differ by degrees
 SHAPED = ("pendulum", "cartpole")  # the systems with a shaped reward
 
 
@@ -272,12 +277,16 @@ def shaped_pendulum_reward(obs: jnp.ndarray) -> jnp.ndarray:
     return (1.0 + cos) / 2.0 * (1.0 + R.tolerance(omega, margin=OMEGA_MARGIN)) / 2.0
 
 
-def shaped_cartpole_reward(obs: jnp.ndarray, task_reward: jnp.ndarray) -> jnp.ndarray:
-    """Task reward · (1 + g(cart; 0.5 m))/2 + 0.2 · [|cart| < 0.25 m and pole cosine > 0.995] of
-    one cartpole observation [x, ẋ] (8,)."""
+def shaped_cartpole_reward(obs: jnp.ndarray, action: jnp.ndarray, task_reward: jnp.ndarray) -> jnp.ndarray:
+    """Task reward · (1 + g(cart; 0.5 m))/2 · (4 + q(a_pole))/5 + 0.2 · [|cart| < 0.25 m and pole
+    cosine > 0.999] of one cartpole observation [x, ẋ] (8,) and action (A,), with q dm_control's
+    quadratic tolerance of margin 1 (1 at 0, 0 at ±1)."""
     cart, cos, _ = R.cartpole_quantities(obs[0:4], obs[4:8])
-    sparse = (jnp.abs(cart) < CART_BOUND) & (cos > CART_COSINE_BOUND)
-    return task_reward * (1.0 + R.tolerance(cart, margin=CART_MARGIN)) / 2.0 + SPARSE_BONUS * sparse
+    centered = (1.0 + R.tolerance(cart, margin=CART_MARGIN)) / 2.0
+    pole_torque = action[1] if action.shape[0] > 1 else jnp.zeros(())
+    small = (4.0 + R.tolerance(pole_torque, margin=1.0, value_at_margin=0.0, sigmoid="quadratic")) / 5.0
+    upright = (jnp.abs(cart) < CART_BOUND) & (cos > BONUS_COSINE)
+    return task_reward * centered * small + SPARSE_BONUS * upright
 
 
 def gaussian_log_prob(x, mean, log_std):
@@ -333,7 +342,7 @@ def make_train(config: PPOConfig, env_params: F.EnvParams, reward_fn: RewardFn |
         if config.reward == "shaped" and config.system == "pendulum":
             reward_fn = lambda o, a, r: shaped_pendulum_reward(o)  # noqa: E731
         elif config.reward == "shaped":
-            reward_fn = lambda o, a, r: shaped_cartpole_reward(o, r)  # noqa: E731
+            reward_fn = shaped_cartpole_reward
         else:
             reward_fn = lambda o, a, r: r  # noqa: E731
     if config.anneal_lr:
@@ -466,7 +475,7 @@ def policy_template(config: PPOConfig) -> dict[str, Any]:
 
 
 def save_policy(out: Path, config: PPOConfig, runner: Runner, info: dict[str, Any]) -> None:
-    """``OUT/policy.msgpack`` (network parameters and observation statistics) and ``OUT/config.json``
+    """``OUT/policy.msgpack`` (network parameters and observation statistics) and ``OUT/policy.json``
     (``{"ppo": config, **info}``), each written atomically."""
     tree = {"params": runner.params, "obs_mean": runner.stats.mean, "obs_var": runner.stats.var,
             "obs_count": runner.stats.count}
@@ -475,7 +484,7 @@ def save_policy(out: Path, config: PPOConfig, runner: Runner, info: dict[str, An
 
 
 def load_policy(path: str | os.PathLike) -> tuple[PPOConfig, dict[str, Any], dict[str, Any]]:
-    """(config, policy tree, the rest of config.json) of a folder written by :func:`save_policy`.
+    """(config, policy tree, the rest of policy.json) of a folder written by :func:`save_policy`.
 
     ValueError when a file is missing, the config is invalid, or the parameters do not match the
     config's network shapes or are not finite."""
@@ -615,39 +624,6 @@ def plot_curve(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def evaluate_policy(path: Path, episodes: int, record: bool = True, progress: bool = True,
-                    max_steps: int | None = None, write: bool = True) -> dict[str, Any]:
-    """Evaluate the saved policy at ``path`` on ``KeyCLD-*-Real-v0`` from pixels (keypoints of the
-    policy's checkpoint); write ``results.json``, ``results.md`` and best/worst GIFs next to it."""
-    from keycld.fileio import write_text
-
-    from .base import summarize
-    from .evaluate import episode_record, evaluate, table, write_gif
-    from .train_sb3 import real_env
-
-    agent = PPOAgent(path)
-    cfg, meta = agent.config, agent.meta
-    env = real_env(cfg.system, meta.get("checkpoint"), record=record)
-    results, best, worst = evaluate(agent, env, episodes, EVAL_SEED, record=record, progress=progress,
-                                    max_steps=max_steps)
-    if record and write:
-        fps = env.metadata.get("render_fps", 50)
-        write_gif(path / "best.gif", best.frames, fps)
-        write_gif(path / "worst.gif", worst.frames, fps)
-    env.close()
-    label = "ppo-jax" + (" (underactuated)" if cfg.underactuated else "")
-    train = {k: meta.get(k) for k in ("train_wall_clock_s", "env_steps", "real_sim_samples")}
-    row = {"system": cfg.system, "agent": label, "where": "real", **summarize(results), "train": train,
-           "episodes_detail": [episode_record(r) for r in results]}
-    if write:
-        write_json(path / "results.json", [row])
-        write_text(path / "results.md", table([row]) + (
-            f"\nTrained only inside the learned model: {meta.get('env_steps')} env steps in "
-            f"{meta.get('train_wall_clock_s')} s of training wall clock (compilation included), 0 real-simulation "
-            f"samples; evaluated on the real simulation from pixels, seeds {EVAL_SEED}…{EVAL_SEED + episodes - 1}.\n"))
-    return row
-
-
 def main(argv: list[str] | None = None) -> int:
     from keycld.cliutil import StrictParser, positive_int
 
@@ -678,13 +654,9 @@ def main(argv: list[str] | None = None) -> int:
                         "pendulum, 0 otherwise)")
     p.add_argument("--substeps", type=positive_int, default=PPOConfig.substeps, help="RK4 sub-steps per control step")
     p.add_argument("--chunks", type=positive_int, default=20, help="compiled chunks (a progress line after each)")
-    p.add_argument("--eval_episodes", type=int, default=50, help="real-env episodes from pixels (0: none)")
-    p.add_argument("--no_gifs", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--out", default=None, help="output folder (default runs/ppo_jax/SYSTEM)")
     args = p.parse_args(argv)
-    if args.eval_episodes < 0:
-        p.error(f"--eval_episodes must be >= 0, got {args.eval_episodes}")
     if args.seed < 0:
         p.error(f"--seed must be >= 0, got {args.seed}")
     try:
@@ -705,7 +677,6 @@ def main(argv: list[str] | None = None) -> int:
                            (0.2 if args.system == "pendulum" else 0.0))
     except ValueError as e:
         p.error(str(e))
-    os.environ.setdefault("MUJOCO_GL", "egl")
     out = Path(args.out or f"runs/ppo_jax/{args.system}{'-underactuated' if args.underactuated else ''}")
     out.mkdir(parents=True, exist_ok=True)
     runner, rows = run_training(config, args.seed, args.checkpoint, args.chunks, progress=not args.quiet)
@@ -716,12 +687,11 @@ def main(argv: list[str] | None = None) -> int:
     write_json(out / "curve.json", rows)
     plot_curve(rows, out / "curve.png", f"ppo-jax in the learned {args.system} model"
                + (" (underactuated)" if args.underactuated else ""))
-    print(f"wrote {out}/{POLICY_FILE}, {CONFIG_FILE}, curve.json, curve.png")
-    if args.eval_episodes:
-        from .evaluate import table
-        row = evaluate_policy(out, args.eval_episodes, record=not args.no_gifs, progress=not args.quiet)
-        print(table([row]))
-        print(f"wrote {out}/results.json, results.md" + ("" if args.no_gifs else ", best.gif, worst.gif"))
+    print(f"wrote {out}/{POLICY_FILE}, {CONFIG_FILE}, curve.json, curve.png; evaluate it on the real simulation "
+          f"from pixels with\n  python agents/evaluate.py --agent ppo-jax --policy {out} --system {args.system}"
+          + (" --underactuated" if args.underactuated else "")
+          + ("" if args.checkpoint is None else f" --checkpoint {args.checkpoint}")
+          + f" --episodes 50 --seed {EVAL_SEED} --out {out}")
     return 0
 
 

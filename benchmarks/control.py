@@ -31,6 +31,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from _common import RESULTS, machine, write_results  # noqa: E402
 
+from agents import ppo_jax  # noqa: E402
 from agents.evaluate import AGENTS, NEEDS_MODEL, format_ms, make_agent, run  # noqa: E402
 from keycld.tasks import ENVIRONMENTS  # noqa: E402
 from keycld_gym.loading import MODELS_DIR  # noqa: E402
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         factory = None
         if agent == "ppo-jax":
             out = RESULTS / "ppo_jax" / f"{system}{'-underactuated' if under else ''}"
-            if not (out / "config.json").exists():
+            if not (out / ppo_jax.POLICY_FILE).exists():
                 rows.append({"system": system, "agent": label, "missing": "no trained policy"})
                 continue
             factory = functools.partial(make_agent, policy=out)
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             row["wall_s"] = time.perf_counter() - t
             done.write_text(json.dumps([row], indent=1))
         if agent == "ppo-jax" and "train" not in row:
-            meta = json.loads((out / "config.json").read_text())
+            meta = ppo_jax.load_policy(out)[2]
             row["train"] = {k: meta.get(k) for k in ("train_wall_clock_s", "env_steps", "real_sim_samples")}
         row.pop("episodes_detail", None)
         rows.append(row)

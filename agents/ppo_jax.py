@@ -647,10 +647,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--velocity", choices=VELOCITIES, default=PPOConfig.velocity,
                    help="the policy's ẋ: backward difference of positions (as the real env) or the state's")
     p.add_argument("--gain_low", type=float, default=None,
-                   help="training actuator gain drawn from U(gain_low, 1) per episode (default 0.7 for the "
+                   help="training actuator gain drawn from U(gain_low, 1) per episode (default 0.5 for the "
                         "pendulum, 1 otherwise)")
     p.add_argument("--damping", type=float, default=None,
-                   help="training velocity damping drawn from U(-d, d) 1/s per episode (default 0.2 for the "
+                   help="training velocity damping drawn from U(-d, d) 1/s per episode (default 0.4 for the "
                         "pendulum, 0 otherwise)")
     p.add_argument("--substeps", type=positive_int, default=PPOConfig.substeps, help="RK4 sub-steps per control step")
     p.add_argument("--chunks", type=positive_int, default=20, help="compiled chunks (a progress line after each)")
@@ -672,9 +672,9 @@ def main(argv: list[str] | None = None) -> int:
                            hidden=hidden, reward=reward, underactuated=args.underactuated, substeps=args.substeps,
                            velocity=args.velocity,
                            gain_low=args.gain_low if args.gain_low is not None else
-                           (0.7 if args.system == "pendulum" else 1.0),
+                           (0.5 if args.system == "pendulum" else 1.0),
                            damping=args.damping if args.damping is not None else
-                           (0.2 if args.system == "pendulum" else 0.0))
+                           (0.4 if args.system == "pendulum" else 0.0))
     except ValueError as e:
         p.error(str(e))
     out = Path(args.out or f"runs/ppo_jax/{args.system}{'-underactuated' if args.underactuated else ''}")

@@ -17,6 +17,8 @@ $(STAMP): setup.cfg pyproject.toml scripts/system_deps.sh
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[rl,test]"
+	# gymnax (optional, for keycld_gym.gymnax) pins gymnasium<1.4 and imports six and seaborn undeclared
+	$(PY) -m pip install -q --no-deps gymnax==1.0.1 six && $(PY) -m pip install -q seaborn
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -178,8 +178,8 @@ class KeyCLDEnv(ForkSafe, gym.Env):
                              "exported by `keycld export`")
         self.obs_type, self.render_mode = obs_type, render_mode
         max_steps = check_count("max_episode_steps", max_episode_steps, 1)
-        self.model_info = model_identity(system, checkpoint, model_version, weights_sha256)
         params, self.bank = load_env_params(system, checkpoint, integrator, substeps, bank_size)
+        self.model_info = model_identity(system, checkpoint, model_version, weights_sha256)
         self.params = params.replace(max_steps=max_steps)
         spec = self.params.model.system
         self.system = spec.name

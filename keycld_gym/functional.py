@@ -79,9 +79,9 @@ class EnvParams:
 
 
 def state_from_vector(vec: jnp.ndarray, t: int | jnp.ndarray = 0) -> EnvState:
-    """[x, ẋ] (4K,) -> EnvState."""
+    """[x, ẋ] (..., 4K) -> EnvState (a batch of vectors gives a batch of states, t broadcast)."""
     d = vec.shape[-1] // 2
-    return EnvState(vec[..., :d], vec[..., d:], jnp.asarray(t, jnp.int32))
+    return EnvState(vec[..., :d], vec[..., d:], jnp.broadcast_to(jnp.asarray(t, jnp.int32), vec.shape[:-1]))
 
 
 def observe(state: EnvState) -> jnp.ndarray:

@@ -165,8 +165,8 @@ class KeyCLDVectorEnv(gym.vector.VectorEnv):
         self.autoreset_mode = _autoreset_mode(autoreset_mode)
         max_steps = check_count("max_episode_steps", max_episode_steps, 1)
         self.render_mode = render_mode
-        self.model_info = model_identity(system, checkpoint, model_version, weights_sha256)
         params, _ = load_env_params(system, checkpoint, integrator, substeps, bank_size)
+        self.model_info = model_identity(system, checkpoint, model_version, weights_sha256)
         self.params = params.replace(max_steps=max_steps)
         spec = self.params.model.system
         self.system = spec.name

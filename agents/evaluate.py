@@ -30,9 +30,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-if __package__ in (None, ""):  # `python agents/evaluate.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import numpy as np
 
 from .base import EpisodeResult, run_episode, summarize

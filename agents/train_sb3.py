@@ -45,9 +45,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-if __package__ in (None, ""):  # `python agents/train_sb3.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import numpy as np
 
 ALGOS = ("sac", "ppo", "td3")

@@ -15,6 +15,8 @@ from keycld.system import System
 from keycld.tasks import ENVIRONMENTS
 
 MODELS = ("keycld", "no_constraint", "node2", "fc")
+STAGES = ("warmup", "main", "refine")  # the stages of a schedule, in order (TrainConfig.stage_name)
+REFINE_WHEN = ("epoch", "localised")  # what starts the refine stage
 # The paper's experiment table: 8 dataset configurations × the models above.
 DATASETS = [("pendulum", "no"), ("pendulum", "yes"), ("cartpole", "no"), ("cartpole", "underactuated"),
             ("cartpole", "yes"), ("acrobot", "no"), ("acrobot", "underactuated"), ("acrobot", "yes")]
@@ -68,9 +70,18 @@ class TrainConfig:
     System in the run directory's copy of its spec file, ``data`` the npz of runs (absolute
     path) and ``data_sha256`` its hash; ``init_mode`` and ``control`` are None and
     ``num_runs``/``num_frames`` are the data's. For the paper's tasks all four are None.
-    refine_epochs: the last refine_epochs of the num_epochs train the dynamics with
-    refine_num_predicted_steps and refine_dynamics_lr_factor (each None = unchanged) instead;
-    the optimiser state carries over (0 = one stage, the paper's schedule). See ``stage``.
+    The schedule has up to three stages (``stage_name``, ``stage``; the optimiser state
+    carries over between them; the defaults give the paper's single stage):
+
+    * warm-up: the first warmup_epochs train the encoder and renderer alone (dynamics and BCE
+      terms off), rendering Gaussian maps of width warmup_sigma (None = sigma);
+    * main: the configured loss;
+    * refine: the dynamics train with refine_num_predicted_steps and refine_dynamics_lr_factor
+      (each None = unchanged). With refine_when "epoch" it is the last refine_epochs epochs
+      (0 = no refine stage). With refine_when "localised" it starts after the first main-stage
+      epoch whose validation keypoints are localised: their reconstruction ratio
+      (``keycld.evaluate.autoencoding``: pixel MSE of the auto-encoded frames / ε) below
+      localised_ratio; the training loop records that epoch (``refine_from``).
     """
 
     environment: str = "pendulum"
@@ -99,6 +110,10 @@ class TrainConfig:
     refine_epochs: int = 0
     refine_num_predicted_steps: int | None = None
     refine_dynamics_lr_factor: float | None = None
+    warmup_epochs: int = 0
+    warmup_sigma: float | None = None
+    refine_when: str = "epoch"
+    localised_ratio: float = 0.5
     system_attr: str | None = None
     data: str | None = None
     data_sha256: str | None = None
@@ -120,6 +135,7 @@ class TrainConfig:
             _check_choice("init_mode", self.init_mode, INIT_MODES)
             _check_choice("control", self.control, CONTROLS)
         _check_choice("model", self.model, MODELS)
+        _check_choice("refine_when", self.refine_when, REFINE_WHEN)
         _check_choice("solver", self.solver, SOLVERS)
         # the refine_* settings are optional (None = the main stage's value) but checked alike
         for name in ("batch_size", "num_predicted_steps", "refine_num_predicted_steps", "max_steps_per_epoch"):
@@ -133,7 +149,8 @@ class TrainConfig:
             v = getattr(self, name)
             if not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-        for name in ("learning_rate", "sigma", "grad_clip", "dynamics_lr_factor", "refine_dynamics_lr_factor"):
+        for name in ("learning_rate", "sigma", "grad_clip", "dynamics_lr_factor", "refine_dynamics_lr_factor",
+                     "warmup_sigma", "localised_ratio"):
             v = getattr(self, name)
             if v is not None and (not math.isfinite(v) or v <= 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
@@ -149,9 +166,25 @@ class TrainConfig:
                 or not 0 <= self.refine_epochs <= self.num_epochs:
             raise ValueError(f"refine_epochs must be an integer in [0, num_epochs = {self.num_epochs}], "
                              f"got {self.refine_epochs!r}")
-        if self.refine_epochs and self.refine_num_predicted_steps is None and self.refine_dynamics_lr_factor is None:
+        refines = self.refine_num_predicted_steps is not None or self.refine_dynamics_lr_factor is not None
+        if self.refine_epochs and not refines:
             raise ValueError(f"refine_epochs = {self.refine_epochs} changes nothing: set refine_num_predicted_steps "
                              f"and/or refine_dynamics_lr_factor, or refine_epochs = 0")
+        if self.refine_when == "localised":
+            if not refines:
+                raise ValueError("refine_when 'localised' changes nothing: set refine_num_predicted_steps and/or "
+                                 "refine_dynamics_lr_factor")
+            if self.refine_epochs:
+                raise ValueError(f"refine_epochs = {self.refine_epochs} counts the refine stage's epochs from the end "
+                                 "(refine_when 'epoch'); with refine_when 'localised' the stage's start is measured, "
+                                 "so refine_epochs must be 0")
+        if isinstance(self.warmup_epochs, bool) or not isinstance(self.warmup_epochs, int) \
+                or not 0 <= self.warmup_epochs < self.num_epochs - self.refine_epochs:
+            raise ValueError(f"warmup_epochs must be an integer in [0, num_epochs - refine_epochs = "
+                             f"{self.num_epochs - self.refine_epochs}) (at least one main-stage epoch), "
+                             f"got {self.warmup_epochs!r}")
+        if self.warmup_sigma is not None and not self.warmup_epochs:
+            raise ValueError("warmup_sigma needs warmup_epochs > 0")
         if not 0 <= self.seed < SEED_LIMIT:
             raise ValueError(f"seed must be an integer in [0, 2**31), got {self.seed!r}")
         if not self.user_data:
@@ -177,11 +210,27 @@ class TrainConfig:
         """True for a run on your own npz of runs (``data``), False for a paper dataset."""
         return self.data is not None
 
-    def stage(self, epoch: int) -> "TrainConfig":
-        """The settings epoch ``epoch`` (0-based) trains with: this config, or in the last
-        ``refine_epochs`` epochs the refine stage's loss horizon and dynamics learning rate."""
-        if epoch < self.num_epochs - self.refine_epochs:
+    def stage_name(self, epoch: int, refine_from: int | None = None) -> str:
+        """The stage (``STAGES``) epoch ``epoch`` (0-based) trains in; ``refine_from``: the first
+        refine epoch measured so far with refine_when "localised" (None: not yet)."""
+        if epoch < self.warmup_epochs:
+            return "warmup"
+        if self.refine_when == "epoch":
+            refine = self.refine_epochs and epoch >= self.num_epochs - self.refine_epochs
+        else:
+            refine = refine_from is not None and epoch >= refine_from
+        return "refine" if refine else "main"
+
+    def stage(self, epoch: int, refine_from: int | None = None) -> "TrainConfig":
+        """The settings epoch ``epoch`` (0-based) trains with (see ``stage_name``): this config in
+        the main stage, the autoencoder-only loss and warmup_sigma in the warm-up, the refine
+        stage's loss horizon and dynamics learning rate in the refine stage."""
+        name = self.stage_name(epoch, refine_from)
+        if name == "main":
             return self
+        if name == "warmup":
+            return dataclasses.replace(self, dynamics_weight=0.0, bce_weight=0.0,
+                                       sigma=self.warmup_sigma if self.warmup_sigma is not None else self.sigma)
         changes = {}
         if self.refine_num_predicted_steps is not None:
             changes["num_predicted_steps"] = self.refine_num_predicted_steps

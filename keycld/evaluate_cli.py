@@ -112,7 +112,8 @@ def cmd_evaluate(args, parser) -> int:
 
     run_dir = Path(args.run_dir)
     try:
-        model, params, cfg = rundir.load_model(run_dir)
+        model, params, cfg = rundir.load_model(run_dir, args.weights)
+        origin = rundir.weights_origin(run_dir, args.weights)
         cache_dir = args.cache_dir if cfg.user_data else check_cache_dir(args.cache_dir)
         ds = evaluation_dataset(cfg, args.split, model.system, cache_dir, progress=not args.quiet,
                                 data=args.data)
@@ -120,6 +121,7 @@ def cmd_evaluate(args, parser) -> int:
         parser.error(str(err))
     stats = evaluate_vpt(model, params, ds)
     stats["split"] = "data" if args.data else args.split
+    stats.update(rundir.weights_record(origin))
     stats["hold_last_frame"] = hold_last_frame_vpt(ds)
     if model.dynamics.lagrangian:
         stats["potential"] = potential_landscape(model, params, ds, run_dir / rundir.POTENTIAL)
@@ -198,6 +200,8 @@ def register(sub) -> None:
                    help="val / train of the training dataset, or heldout (seeds 1000-1049; paper tasks)")
     p.add_argument("--data", default=None, metavar="RUNS.npz",
                    help="evaluate on every run of this npz instead (your own system's unseen runs)")
+    p.add_argument("--weights", choices=("best", "last"), default="best",
+                   help="a training run's best validation epoch (default) or its last epoch")
     p.add_argument("--cache_dir", default=None)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate, parser=p)

@@ -8,6 +8,7 @@ A **run directory** (``keycld train``)::
     config.json           TrainConfig (keycld.config)
     system.py             your own System's spec file, copied at the start (user systems only)
     checkpoint.msgpack    params + optimiser state + counters after the last complete epoch, the model kind
+    best.msgpack          params of the epoch with the best validation VPT so far, that epoch and VPT
     metrics.jsonl         one line per epoch (train loss terms, validation VPT, wall time, device)
     vpt.json              validation VPT (``vpt_<split>.json`` for other splits)
     init_from.json        the budget of the run a fine-tuned run started from
@@ -19,6 +20,12 @@ An **exported model** (``keycld export``) holds ``config.json``, ``system.py`` (
 ``params.msgpack`` (weights only), ``reset_bank.npz`` (encoded initial states for the
 environments), the VPT files, ``metrics.jsonl``, ``init_from.json``, ``model.json`` (format
 version, provenance, the model kind and the weights' SHA-256, both checked on load) and ``MODEL_CARD.md``.
+
+**Which weights.** A run directory holds two sets: the last epoch's (``checkpoint.msgpack``,
+what ``--resume`` continues) and the best validation epoch's (``best.msgpack``). Loading a run
+(evaluation, export, environments, ``--init_from``) takes ``weights="best"`` by default, which
+falls back to the last epoch's when no epoch was validated; ``weights="last"`` takes the last.
+An export holds one set, the one it was exported from (``model.json``'s ``weights`` says which).
 """
 from __future__ import annotations
 
@@ -37,6 +44,8 @@ from keycld.system import System, load_system_file
 CONFIG = "config.json"
 SYSTEM_SPEC = "system.py"
 CHECKPOINT = "checkpoint.msgpack"
+BEST = "best.msgpack"
+WEIGHTS = ("best", "last")  # which of a run's weights to load (see the module docstring)
 PARAMS = "params.msgpack"
 METRICS = "metrics.jsonl"
 VPT = "vpt.json"
@@ -191,11 +200,20 @@ def copy_system_spec(source: str | os.PathLike, run_dir: str | os.PathLike) -> N
     fileio.write_bytes(Path(run_dir) / SYSTEM_SPEC, Path(source).read_bytes())
 
 
-def weights_file(run_dir: str | os.PathLike) -> Path:
-    """The file holding a run's weights: ``checkpoint.msgpack`` (training run) or
-    ``params.msgpack`` (exported model)."""
+def check_weights_choice(weights: str) -> None:
+    """ValueError unless ``weights`` is one of ``WEIGHTS``."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+
+
+def weights_file(run_dir: str | os.PathLike, weights: str = "best") -> Path:
+    """The file holding a run's weights: ``best.msgpack`` (``weights="best"``, when an epoch was
+    validated) or ``checkpoint.msgpack`` of a training run, ``params.msgpack`` of an exported
+    model (its only set, whatever ``weights`` says)."""
+    check_weights_choice(weights)
     run_dir = Path(run_dir)
-    for name in (CHECKPOINT, PARAMS):
+    names = (BEST, CHECKPOINT, PARAMS) if weights == "best" else (CHECKPOINT, PARAMS)
+    for name in names:
         if (run_dir / name).exists():
             return run_dir / name
     raise FileNotFoundError(f"{run_dir} holds no {CHECKPOINT} or {PARAMS}")
@@ -204,9 +222,9 @@ def weights_file(run_dir: str | os.PathLike) -> Path:
 _DIGESTS: dict[tuple, str] = {}  # (path, inode, mtime, size) -> SHA-256: each weights file hashed once
 
 
-def weights_sha256(run_dir: str | os.PathLike) -> str:
+def weights_sha256(run_dir: str | os.PathLike, weights: str = "best") -> str:
     """Hex SHA-256 of a run's weights file (``weights_file``), computed once per version of the file."""
-    path = weights_file(run_dir).resolve()
+    path = weights_file(run_dir, weights).resolve()
     st = path.stat()
     key = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
     if key not in _DIGESTS:
@@ -229,22 +247,23 @@ def read_model_info(run_dir: str | os.PathLike) -> dict:
     return info
 
 
-def read_weights(run_dir: str | os.PathLike, cfg: TrainConfig) -> dict:
-    """The stored tree of a run's weights file (``checkpoint.read_raw``), after checking it
-    against what the directory records: an export's ``model.json`` (the weights' SHA-256 and the
-    model kind) and a checkpoint's ``model`` entry. ValueError naming the files otherwise."""
+def read_weights(run_dir: str | os.PathLike, cfg: TrainConfig, weights: str = "best") -> dict:
+    """The stored tree of a run's weights file (``weights_file``; ``checkpoint.read_raw``), after
+    checking it against what the directory records: an export's ``model.json`` (the weights'
+    SHA-256 and the model kind) and a checkpoint's ``model`` entry. ValueError naming the files
+    otherwise."""
     run_dir = Path(run_dir)
-    path = weights_file(run_dir)
+    path = weights_file(run_dir, weights)
     info_path = run_dir / MODEL_INFO
     info = read_model_info(run_dir)
     recorded = info.get("weights_sha256")
     if recorded is not None:
-        digest = weights_sha256(run_dir)
+        digest = weights_sha256(run_dir, weights)
         if recorded != digest:
             raise ValueError(f"{path} is damaged or was replaced: its SHA-256 is {digest}, {info_path} records "
                              f"{recorded}; export the model again (keycld export RUN_DIR)")
     raw = checkpoint.read_raw(path)
-    kind = info.get("model", raw.get("model") if path.name == CHECKPOINT else None)
+    kind = info.get("model", raw.get("model") if path.name in (CHECKPOINT, BEST) else None)
     if kind is not None and kind != cfg.model:
         source = info_path if "model" in info else path
         raise ValueError(f"{run_dir / CONFIG}: field 'model' is {cfg.model!r}, but the weights are of a {kind!r} "
@@ -252,30 +271,77 @@ def read_weights(run_dir: str | os.PathLike, cfg: TrainConfig) -> dict:
     return raw
 
 
-def restore_params(run_dir: str | os.PathLike, raw: dict, target, cfg: TrainConfig):
+def restore_params(run_dir: str | os.PathLike, raw: dict, target, cfg: TrainConfig, weights: str = "best"):
     """``target``'s parameter tree filled from ``raw`` (the stored params of ``run_dir``);
     ValueError naming the config's fields when the weights do not fit the model it describes."""
     try:
-        return checkpoint.restore(weights_file(run_dir), raw, target)
+        return checkpoint.restore(weights_file(run_dir, weights), raw, target)
     except ValueError as err:
         raise ValueError(f"{err}. {Path(run_dir) / CONFIG} describes another model than the weights: check its "
                          f"fields model ({cfg.model!r}), num_hidden_dim ({cfg.num_hidden_dim}) and environment "
                          f"({cfg.environment!r})") from None
 
 
-def load_model(run_dir: str | os.PathLike) -> tuple[KeyCLD, dict, TrainConfig]:
+def load_model(run_dir: str | os.PathLike, weights: str = "best") -> tuple[KeyCLD, dict, TrainConfig]:
     """(model, params, config) of a trained run directory or an exported model directory; the
-    weights are checked (``read_weights``) and must fit the configured model."""
+    weights (``weights_file``: the best validation epoch's by default) are checked
+    (``read_weights``) and must fit the configured model."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir)
     model = KeyCLD.from_config(cfg, load_system(run_dir, cfg))
     target = jax.eval_shape(model.init, jax.random.PRNGKey(0))
-    raw = read_weights(run_dir, cfg)
-    if weights_file(run_dir).name == CHECKPOINT:
+    raw = read_weights(run_dir, cfg, weights)
+    path = weights_file(run_dir, weights)
+    if path.name in (CHECKPOINT, BEST):
         if "params" not in raw:
-            raise ValueError(f"checkpoint {weights_file(run_dir)} has no 'params' entry")
+            raise ValueError(f"checkpoint {path} has no 'params' entry")
         raw = raw["params"]
-    return model, restore_params(run_dir, raw, target, cfg), cfg
+    return model, restore_params(run_dir, raw, target, cfg, weights), cfg
+
+
+def weights_origin(run_dir: str | os.PathLike, weights: str = "best") -> dict:
+    """Which epoch the weights ``load_model(run_dir, weights)`` loads come from:
+    ``{"weights": "best" | "last", "epoch": int | None, "val_vpt_mean": float | None}``.
+    For an exported model, what its ``model.json`` records (``{}`` when it records nothing)."""
+    path = weights_file(run_dir, weights)
+    if path.name == PARAMS:
+        return dict(read_model_info(run_dir).get("weights") or {})
+    raw = checkpoint.read_raw(path)
+    epoch = int(raw["epoch"]) if "epoch" in raw else None
+    if path.name == BEST:
+        return {"weights": "best", "epoch": epoch, "val_vpt_mean": float(raw["val_vpt_mean"])}
+    vpt = next((r.get("val/vpt_mean") for r in read_metrics(run_dir) if r.get("epoch") == epoch), None)
+    return {"weights": "last", "epoch": epoch, "val_vpt_mean": vpt}
+
+
+def weights_record(origin: dict) -> dict:
+    """What a VPT file records about the weights it evaluated (``weights_origin``):
+    ``{"weights", "epoch_of_weights"}``."""
+    return {"weights": origin.get("weights"), "epoch_of_weights": origin.get("epoch")}
+
+
+def best_epoch(records: list[dict]) -> dict | None:
+    """The metrics record with the highest validation VPT mean (the earliest of equal ones);
+    None when no record has one."""
+    scored = [r for r in records if isinstance(r.get("val/vpt_mean"), (int, float))]
+    return max(scored, key=lambda r: (r["val/vpt_mean"], -r["epoch"])) if scored else None
+
+
+def save_best(run_dir: str | os.PathLike, params, epoch: int, val_vpt_mean: float, model_kind: str) -> None:
+    """Write ``best.msgpack``: ``params`` of epoch ``epoch`` with that validation VPT mean."""
+    import numpy as np
+
+    checkpoint.save(Path(run_dir) / BEST, {"params": params, "epoch": np.int32(epoch),
+                                           "val_vpt_mean": np.float64(val_vpt_mean), "model": model_kind})
+
+
+def read_best(run_dir: str | os.PathLike) -> dict | None:
+    """``{"epoch", "val_vpt_mean"}`` of a run's ``best.msgpack``; None when there is none."""
+    path = Path(run_dir) / BEST
+    if not path.is_file():
+        return None
+    raw = checkpoint.read_raw(path)
+    return {"epoch": int(raw["epoch"]), "val_vpt_mean": float(raw["val_vpt_mean"])}
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
@@ -353,14 +419,21 @@ def prior_budget(init_from: str | None, run_dir: Path) -> dict | None:
     return None
 
 
-def copy_into_export(run_dir: Path, export_dir: Path) -> None:
-    """Copy the files an export keeps from its run directory (``EXPORT_COPIED``, the spec file)."""
+def copy_into_export(run_dir: Path, export_dir: Path, origin: dict | None = None) -> None:
+    """Copy the files an export keeps from its run directory (``EXPORT_COPIED``, the spec file);
+    a VPT file that records another epoch than ``origin`` (``weights_origin`` of the exported
+    weights) stays behind."""
     for name in (*EXPORT_COPIED, SYSTEM_SPEC):
-        if (run_dir / name).exists():
-            shutil.copy2(run_dir / name, export_dir / name)
+        if not (run_dir / name).exists():
+            continue
+        if name.startswith("vpt") and origin and origin.get("epoch") is not None:
+            recorded = read_json(run_dir / name).get("epoch_of_weights")
+            if recorded is not None and recorded != origin["epoch"]:
+                continue
+        shutil.copy2(run_dir / name, export_dir / name)
 
 
-__all__ = ["CONFIG", "SYSTEM_SPEC", "CHECKPOINT", "PARAMS", "METRICS", "VPT", "INIT_FROM", "POTENTIAL", "GIFS",
+__all__ = ["CONFIG", "SYSTEM_SPEC", "CHECKPOINT", "BEST", "WEIGHTS", "PARAMS", "METRICS", "VPT", "INIT_FROM", "POTENTIAL", "GIFS",
            "LOCK", "BANK", "MODEL_INFO", "MODEL_CARD", "vpt_file", "load_config", "load_system", "load_model",
-           "read_metrics", "read_model_info", "run_budget", "weights_file", "weights_sha256", "is_run", "is_export", "check_new_run",
+           "weights_origin", "weights_record", "best_epoch", "save_best", "read_best", "read_metrics", "read_model_info", "run_budget", "weights_file", "weights_sha256", "is_run", "is_export", "check_new_run",
            "check_resumable", "check_writable_dir"]

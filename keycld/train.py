@@ -121,20 +121,27 @@ def _epoch_order(cfg: TrainConfig, epoch: int, n_train: int) -> np.ndarray:
     return order[: steps * cfg.batch_size].reshape(steps, cfg.batch_size)
 
 
-def _checkpoint_tree(state: TrainState, epoch: int, wall: float) -> dict:
+NOT_YET = -1  # ``refine_from`` in a checkpoint: the refine stage has not started
+
+
+def _checkpoint_tree(state: TrainState, epoch: int, wall: float, refine_from: int | None = None) -> dict:
     return {"params": state.params, "opt_state": state.opt_state, "step": state.step,
-            "epoch": np.int32(epoch), "wall_time": np.float64(wall)}
+            "epoch": np.int32(epoch), "wall_time": np.float64(wall),
+            "refine_from": np.int32(NOT_YET if refine_from is None else refine_from)}
 
 
-def load_checkpoint(run_dir: Path, cfg: TrainConfig, model: KeyCLD) -> tuple[TrainState, int, float]:
-    """(state, completed epochs, training wall time so far) from ``run_dir``."""
+def load_checkpoint(run_dir: Path, cfg: TrainConfig, model: KeyCLD) -> tuple[TrainState, int, float, int | None]:
+    """(state, completed epochs, training wall time so far, first refine epoch or None) from
+    ``run_dir``."""
     # structure only (eval_shape): initialising the networks eagerly costs seconds to minutes
     target = _checkpoint_tree(jax.eval_shape(lambda: init_state(cfg, model)), 0, 0.0)
-    raw = rundir.read_weights(run_dir, cfg)
+    raw = rundir.read_weights(run_dir, cfg, "last")
     raw.pop("model", None)  # the model kind, checked by read_weights
-    tree = rundir.restore_params(run_dir, raw, target, cfg)
+    raw.setdefault("refine_from", np.int32(NOT_YET))  # checkpoints written before staged schedules
+    tree = rundir.restore_params(run_dir, raw, target, cfg, "last")
     state = TrainState(tree["params"], tree["opt_state"], jnp.asarray(tree["step"], jnp.int32))
-    return state, int(tree["epoch"]), float(tree["wall_time"])
+    refine_from = int(tree["refine_from"])
+    return state, int(tree["epoch"]), float(tree["wall_time"]), (None if refine_from == NOT_YET else refine_from)
 
 
 def load_training_data(cfg: TrainConfig, system: System, cache_dir=None, progress: bool = True,
@@ -205,41 +212,46 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, continuing: bool, cache_dir, 
 
     if continuing:
         model = KeyCLD.from_config(cfg, rundir.load_system(run_dir, cfg))
-        state, start_epoch, wall = load_checkpoint(run_dir, cfg, model)
+        state, start_epoch, wall, refine_from = load_checkpoint(run_dir, cfg, model)
     else:
         system = (rundir.load_system_spec(system_file, cfg) if cfg.user_data
                   else rundir.load_system(run_dir, cfg))
         model = KeyCLD.from_config(cfg, system)
-        state, start_epoch, wall = initial_state(cfg, model), 0, 0.0
+        state, start_epoch, wall, refine_from = initial_state(cfg, model), 0, 0.0, None
     data = load_training_data(cfg, model.system, cache_dir, progress, workers)
     # everything is checked and loaded: from here on the run directory is written
     if continuing:
         if rundir.load_config(run_dir) != cfg:  # a longer schedule
             cfg.save(run_dir / rundir.CONFIG)
         rundir.truncate_metrics(run_dir, start_epoch)
+        _sync_best(run_dir, cfg, state, start_epoch)
     else:
         if cfg.user_data:
             rundir.copy_system_spec(system_file, run_dir)
         cfg.save(run_dir / rundir.CONFIG)
         if cfg.init_from is not None:  # the source's budget, kept with the run (rundir.run_budget)
             fileio.write_json(run_dir / rundir.INIT_FROM, rundir.run_budget(cfg.init_from))
-        if (run_dir / rundir.METRICS).exists():
-            (run_dir / rundir.METRICS).unlink()
+        for name in (rundir.METRICS, rundir.BEST):
+            if (run_dir / name).exists():
+                (run_dir / name).unlink()
 
     train_set, val_set = data.split("train"), data.split("val")
-    steps_by_stage: dict = {}  # one jitted step per stage (TrainConfig.stage); same optimiser state layout
+    validating = validate and len(val_set) > 0
+    steps_by_stage: dict = {}  # one jitted step per stage config; the optimiser state layout is shared
     device = jax.devices()[0].device_kind  # hardware of each epoch, for the model card
+    best = rundir.read_best(run_dir)
     last: dict = {}
-    vpt = None  # validation VPT of the latest epoch trained in this call
     for epoch in range(start_epoch, cfg.num_epochs):
         t0 = time.perf_counter()
         order = _epoch_order(cfg, epoch, len(train_set))
-        stage = cfg.stage(epoch)
+        stage_name, stage = cfg.stage_name(epoch, refine_from), cfg.stage(epoch, refine_from)
+        stage_model = dataclasses.replace(model, sigma=stage.sigma)
         if stage not in steps_by_stage:
-            steps_by_stage[stage] = make_train_step(stage, model)
+            steps_by_stage[stage] = make_train_step(stage, stage_model)
         train_step = steps_by_stage[stage]
         sums: dict[str, float] = {}
-        bar = tqdm(order, desc=f"epoch {epoch + 1}/{cfg.num_epochs}", disable=not progress, leave=False)
+        bar = tqdm(order, desc=f"epoch {epoch + 1}/{cfg.num_epochs} ({stage_name})", disable=not progress,
+                   leave=False)
         for idx in bar:
             step = int(state.step)
             state, terms = train_step(state, train_set.frames[idx], train_set.action[idx].astype(np.float32))
@@ -255,27 +267,58 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, continuing: bool, cache_dir, 
                              if k in terms})
         train_time = time.perf_counter() - t0
         wall += train_time
-        record = {"epoch": epoch + 1, "step": int(state.step), "train_time_s": train_time,
+        record = {"epoch": epoch + 1, "step": int(state.step), "stage": stage_name, "train_time_s": train_time,
                   "wall_time_s": wall, "device": device, **{f"train/{k}": v / len(order) for k, v in sums.items()}}
-        if validate and len(val_set):
-            vpt = evaluate_vpt(model, state.params, val_set)
-            record.update({f"val/vpt_{k}": vpt[k] for k in ("mean", "std", "median")})
-            if "constraint_residual" in vpt:
-                record["val/constraint_residual_mean"] = vpt["constraint_residual"]["mean"]
+        if validating:
+            record.update(_validation_record(stage_model, state.params, val_set))
             if gif:
                 from keycld.visualize import validation_gif
-                validation_gif(model, state.params, val_set, run_dir / rundir.gif_file(epoch + 1))
+                validation_gif(stage_model, state.params, val_set, run_dir / rundir.gif_file(epoch + 1))
+            if (cfg.refine_when == "localised" and refine_from is None and stage_name == "main"
+                    and record["val/reconstruction_ratio"] < cfg.localised_ratio):
+                refine_from = epoch + 1
+                record["refine_from"] = refine_from + 1  # 1-based, as "epoch"
         rundir.append_metrics(run_dir, record)
-        checkpoint.save(run_dir / rundir.CHECKPOINT, {**_checkpoint_tree(state, epoch + 1, wall), "model": cfg.model})
+        checkpoint.save(run_dir / rundir.CHECKPOINT,
+                        {**_checkpoint_tree(state, epoch + 1, wall, refine_from), "model": cfg.model})
+        # the warm-up renders other Gaussian maps than the model it trains for: never the best
+        if validating and stage_name != "warmup" and (best is None or record["val/vpt_mean"] > best["val_vpt_mean"]):
+            rundir.save_best(run_dir, state.params, epoch + 1, record["val/vpt_mean"], cfg.model)
+            best = {"epoch": epoch + 1, "val_vpt_mean": record["val/vpt_mean"]}
         if logger is not None:
             logger(record)
         if progress:
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
         last = record
-    if validate and len(val_set):
-        if vpt is None:  # nothing trained in this call (e.g. resuming a finished run)
-            vpt = evaluate_vpt(model, state.params, val_set)
-        vpt.update(split="val", epochs=cfg.num_epochs, steps=int(state.step), train_wall_time_s=wall)
+    if validating:
+        weights = "best" if best is not None else "last"
+        _, params, _ = rundir.load_model(run_dir, weights)
+        vpt = evaluate_vpt(model, params, val_set)
+        vpt.update(split="val", epochs=cfg.num_epochs, steps=int(state.step), train_wall_time_s=wall,
+                   **rundir.weights_record(rundir.weights_origin(run_dir, weights)))
         fileio.write_json(run_dir / rundir.VPT, vpt)
         last["vpt"] = vpt
     return last
+
+
+def _validation_record(model: KeyCLD, params, val_set) -> dict:
+    """The validation entries of an epoch's metrics record: VPT statistics, |Φ| of the predicted
+    keypoints, and how well the keypoints auto-encode (``keycld.evaluate.autoencoding``)."""
+    from keycld.evaluate import autoencoding, evaluate_vpt
+
+    vpt = evaluate_vpt(model, params, val_set)
+    record = {f"val/vpt_{k}": vpt[k] for k in ("mean", "std", "median")}
+    if "constraint_residual" in vpt:
+        record["val/constraint_residual_mean"] = vpt["constraint_residual"]["mean"]
+    record.update({f"val/{k}": v for k, v in autoencoding(model, params, val_set).items()})
+    return record
+
+
+def _sync_best(run_dir: Path, cfg: TrainConfig, state: TrainState, epochs_done: int) -> None:
+    """On resume: make ``best.msgpack`` the best validated epoch of ``metrics.jsonl`` when that is
+    the checkpoint's own epoch (a kill between writing the checkpoint and the best weights)."""
+    best = rundir.best_epoch([r for r in rundir.read_metrics(run_dir) if r.get("stage") != "warmup"])
+    saved = rundir.read_best(run_dir)
+    if best is not None and best["epoch"] == epochs_done and (saved is None or saved["epoch"] != epochs_done) \
+            and (saved is None or best["val/vpt_mean"] > saved["val_vpt_mean"]):
+        rundir.save_best(run_dir, state.params, epochs_done, best["val/vpt_mean"], cfg.model)

@@ -12,7 +12,6 @@ says "n/a (not found)".
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 

@@ -79,6 +79,7 @@ def model_card(info: dict, cfg: dict, vpt: dict | None, heldout: dict | None) ->
 | dataset | {dataset} |
 | hyperparameters | {hyper} (preset `{cfg.get('preset')}`) |
 | epochs trained | {info.get('epochs')} |
+| weights | {_weights_line(info.get('weights'), info.get('epochs'))} |
 | training wall time | {wall_text} |
 | hardware | {info.get('hardware')} |
 | VPT, validation runs | {_vpt_line(vpt)} |{heldout_row}
@@ -96,6 +97,16 @@ frames until the per-frame MSE first exceeds the dataset's ε. Commands:
 """
 
 
+def _weights_line(origin: dict | None, epochs) -> str:
+    """The model card's description of which epoch's weights an export holds."""
+    if not origin or origin.get("epoch") is None:
+        return "not recorded"
+    vpt = origin.get("val_vpt_mean")
+    at = f" (validation VPT {vpt:.2f} at that epoch)" if vpt is not None else ""
+    kind = "best validation epoch" if origin.get("weights") == "best" else "last epoch"
+    return f"{kind}, epoch {origin['epoch']} of {epochs}{at}"
+
+
 def integration_choice(run_dir: str | os.PathLike) -> dict:
     """``{"substeps", "substeps_error"}``: the fewest RK4 sub-steps per control step whose rollouts
     stay within ``SUBSTEP_TOL`` of 16 sub-steps (:func:`keycld_gym.functional.choose_substeps`),
@@ -109,8 +120,12 @@ def integration_choice(run_dir: str | os.PathLike) -> dict:
 
 
 def export(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, hardware: str | None = None,
-           notes: str = "", bank_size: int = BANK_SIZE, model_version: int = 0) -> Path:
+           notes: str = "", bank_size: int = BANK_SIZE, model_version: int = 0, weights: str = "best") -> Path:
     """Export ``run_dir`` to ``out``; returns ``out``.
+
+    ``weights``: the run's best validation epoch (default; the last epoch's when no epoch was
+    validated) or its last epoch (``keycld.rundir.weights_file``); ``model.json`` and the model
+    card record which epoch. VPT files of the run that evaluated other weights are left out.
 
     ``model_version`` is recorded in ``model.json`` and the model card (the shipped models' ids
     carry it: ``KeyCLD-<Name>-v<model_version>``). The number of integrator sub-steps the
@@ -131,7 +146,9 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, har
                          f"{rundir.PARAMS})")
     if isinstance(model_version, bool) or not isinstance(model_version, int) or model_version < 0:
         raise ValueError(f"model_version must be an integer >= 0, got {model_version!r}")
-    model, weights, cfg = rundir.load_model(run_dir)
+    rundir.check_weights_choice(weights)
+    origin = rundir.weights_origin(run_dir, weights)
+    model, params, cfg = rundir.load_model(run_dir, weights)
     if out is None:
         out = Path("models") / cfg.environment if cfg.user_data else MODELS_DIR / cfg.environment
     out = Path(out)
@@ -148,22 +165,22 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, har
     tmp.mkdir(parents=True)
     try:
         cfg.save(tmp / rundir.CONFIG)
-        checkpoint.save(tmp / rundir.PARAMS, weights)
+        checkpoint.save(tmp / rundir.PARAMS, params)
         digest = fileio.sha256(tmp / rundir.PARAMS)
-        rundir.copy_into_export(run_dir, tmp)
+        rundir.copy_into_export(run_dir, tmp, origin)
         if cfg.user_data:
-            bank = build_data_bank(model, weights, load_runs(cfg.data, model.system, cfg.data_sha256))
+            bank = build_data_bank(model, params, load_runs(cfg.data, model.system, cfg.data_sha256))
             save_bank(tmp / BANK_FILE, stamp_bank(bank, digest))
             bank_size = len(bank["states"])
         else:
-            load_bank(tmp, model, weights, bank_size, cfg=cfg)
+            load_bank(tmp, model, params, bank_size, cfg=cfg)
         metrics = rundir.read_metrics(run_dir)
         info = {"format_version": FORMAT_VERSION, "system": cfg.environment,
                 "source_run": str(run_dir), "exported_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 "hardware": hardware or _trained_on(metrics) or hardware_description(),
                 "epochs": metrics[-1]["epoch"] if metrics else None,
                 "training_wall_time_s": metrics[-1].get("wall_time_s") if metrics else None,
-                "bank_size": bank_size, "model": cfg.model, "model_version": model_version,
+                "weights": origin, "bank_size": bank_size, "model": cfg.model, "model_version": model_version,
                 "weights_sha256": digest, **integration_choice(tmp), "notes": notes}
         fileio.write_json(tmp / rundir.MODEL_INFO, info)
         read = lambda n: json.loads((tmp / n).read_text()) if (tmp / n).exists() else None  # noqa: E731
@@ -187,7 +204,8 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, har
 
 def cmd_export(args, parser) -> int:
     try:
-        out = export(args.run_dir, args.out, args.hardware, args.notes, model_version=args.model_version)
+        out = export(args.run_dir, args.out, args.hardware, args.notes, model_version=args.model_version,
+                     weights=args.weights)
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))
     print(f"wrote {out}")
@@ -203,6 +221,8 @@ def register(sub) -> None:
     p.add_argument("--notes", default="", help="free text for the model card (budget caveats)")
     p.add_argument("--model_version", type=int, default=0,
                    help="version recorded in model.json and the model card (a replaced shipped model gets the next)")
+    p.add_argument("--weights", choices=rundir.WEIGHTS, default="best",
+                   help="the run's best validation epoch (default) or its last epoch")
     p.set_defaults(func=cmd_export, parser=p)
 
 

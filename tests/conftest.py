@@ -12,6 +12,16 @@ def cache_dir(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory):
+    """A cache holding the tiny pendulum dataset (5 runs × 8 frames, control yes)."""
+    from keycld.data import DatasetConfig, load_dataset
+
+    cache = tmp_path_factory.mktemp("tiny-cache")
+    load_dataset(DatasetConfig("pendulum", "random", "yes", 5, 8), cache_dir=cache, workers=1, progress=False)
+    return cache
+
+
 def _train_tiny_model(root, system: str) -> str:
     """Train a tiny KeyCLD model (h = 8, 3 runs × 6 frames, two steps) under ``root``; its run dir."""
     from keycld.config import TrainConfig

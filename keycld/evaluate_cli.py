@@ -1,6 +1,7 @@
 """``keycld evaluate RUN_DIR`` and ``keycld reproduce``."""
 from __future__ import annotations
 
+import argparse
 import shlex
 import subprocess
 import sys
@@ -144,16 +145,29 @@ PAPER_ARGS = ("--batch_size=1 --dynamics_weight=1 --bce_weight=1 --solver=euler 
               "--num_epochs=40 --num_hidden_dim=32 --num_predicted_steps=4")
 
 
-def reproduce_commands(root: str, extra: str = "") -> list[tuple[str, str, str, list[str]]]:
-    """(model, environment, control, argv) for the paper's 24 training commands plus fc."""
+def reproduce_commands(root: str, extra: str = "", models=REPRO_MODELS, datasets=DATASETS,
+                       preset: str = "paper") -> list[tuple[str, str, str, list[str]]]:
+    """(model, environment, control, argv) of the paper's training commands (24 plus fc) for
+    ``models`` × ``datasets``; ``preset`` "paper" spells out the paper's flags, "cpu" trains with
+    ``--preset cpu``; ``extra`` flags come last (they override both)."""
+    schedule = PAPER_ARGS.split() if preset == "paper" else [f"--preset={preset}"]
     out = []
-    for model in REPRO_MODELS:
-        for env, control in DATASETS:
+    for model in models:
+        for env, control in datasets:
             argv = [sys.executable, "-m", "keycld.cli", "train", f"--model={model}", f"--environment={env}",
-                    "--init_mode=random", f"--control={control}", *PAPER_ARGS.split(), *shlex.split(extra),
+                    "--init_mode=random", f"--control={control}", *schedule, *shlex.split(extra),
                     f"--out={root}/{model}-{env}-random-{control}", "--quiet", "--no_gif"]
             out.append((model, env, control, argv))
     return out
+
+
+def dataset_choice(text: str) -> tuple[str, str]:
+    """``ENV/CONTROL`` (one of the table's rows, ``DATASETS``) -> (env, control)."""
+    env, _, control = text.partition("/")
+    if (env, control) not in DATASETS:
+        raise argparse.ArgumentTypeError(
+            f"unknown dataset {text!r}; allowed: {', '.join(f'{e}/{c}' for e, c in DATASETS)}")
+    return env, control
 
 
 def vpt_table(root: Path) -> str:
@@ -168,7 +182,8 @@ def cmd_reproduce(args, parser) -> int:
     from keycld import rundir
 
     root = Path(args.root)
-    commands = reproduce_commands(str(root), args.extra)
+    commands = reproduce_commands(str(root), args.extra, args.models or REPRO_MODELS, args.datasets or DATASETS,
+                                  args.preset)
     for model, env, control, argv in commands:
         run = root / f"{model}-{env}-random-{control}"
         if (run / rundir.VPT).exists():
@@ -208,6 +223,12 @@ def register(sub) -> None:
 
     p = sub.add_parser("reproduce", help="train every experiment of the paper (24 commands + fc) and tabulate VPT")
     p.add_argument("--root", default="runs/reproduce")
-    p.add_argument("--extra", default="", help="extra train flags, e.g. '--preset cpu' for a short budget")
+    p.add_argument("--datasets", nargs="+", type=dataset_choice, default=None, metavar="ENV/CONTROL",
+                   help="a subset of the rows, e.g. pendulum/yes cartpole/no (default: all 8)")
+    p.add_argument("--models", nargs="+", choices=REPRO_MODELS, default=None,
+                   help="a subset of the columns (default: all)")
+    p.add_argument("--preset", choices=("paper", "cpu"), default="paper",
+                   help="'paper': the paper's schedule (h=32, 40 epochs); 'cpu': keycld train --preset cpu")
+    p.add_argument("--extra", default="", help="further train flags (last; they override the preset's)")
     p.add_argument("--dry_run", action="store_true", help="print the commands and the current table only")
     p.set_defaults(func=cmd_reproduce, parser=p)

@@ -22,6 +22,26 @@ def tiny_cache(tmp_path_factory):
     return cache
 
 
+def kill_training_at_step(monkeypatch, step_number: int):
+    """Make ``keycld.train`` raise KeyboardInterrupt (a kill) before its training step number
+    ``step_number`` (0-based); returns the real ``make_train_step`` to restore afterwards."""
+    import keycld.train as T
+
+    real = T.make_train_step
+
+    def killing_make_train_step(c, m):
+        inner = real(c, m)
+
+        def step(state, frames, actions):
+            if int(state.step) == step_number:
+                raise KeyboardInterrupt
+            return inner(state, frames, actions)
+        return step
+
+    monkeypatch.setattr(T, "make_train_step", killing_make_train_step)
+    return real
+
+
 def _train_tiny_model(root, system: str) -> str:
     """Train a tiny KeyCLD model (h = 8, 3 runs × 6 frames, two steps) under ``root``; its run dir."""
     from keycld.config import TrainConfig

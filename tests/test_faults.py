@@ -17,7 +17,7 @@ import keycld.train as T
 from keycld import checkpoint, fileio, rundir
 from keycld.config import TrainConfig
 from keycld.model.keycld import KeyCLD
-from test_train import TINY, tiny_cache  # noqa: F401  (tiny_cache: a fixture)
+from test_train import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_FLAGS = [f"--{k}={v}" for k, v in TINY.items()] + ["--quiet", "--no_gif"]
@@ -289,7 +289,7 @@ def test_resume_on_an_export_leaves_it_untouched(runs, tmp_path, capsys):
 
 
 # ---- 12: temporaries a killed writer left -----------------------------------------------------
-def test_stale_temporaries_are_removed_when_training_resumes(runs, tmp_path, tiny_cache):  # noqa: F811
+def test_stale_temporaries_are_removed_when_training_resumes(runs, tmp_path, tiny_cache):
     run = _copy(runs["run"], tmp_path)
     stale = run / ".checkpoint.msgpack.k1ll3d.tmp"
     stale.write_bytes(b"half a checkpoint")

@@ -10,6 +10,7 @@ import keycld.evaluate as E
 import keycld.train as T
 from keycld import rundir
 from keycld.config import TrainConfig
+from conftest import kill_training_at_step
 
 TINY = dict(environment="pendulum", control="yes", num_runs=5, num_frames=8, num_hidden_dim=8,
             num_predicted_steps=2, max_steps_per_epoch=1)
@@ -108,17 +109,7 @@ def test_measured_switch_survives_kill_and_resume(tiny_cache, tmp_path, monkeypa
     T.train(cfg, tmp_path / "full", cache_dir=tiny_cache, progress=False, gif=False)
 
     _scripted_ratio(monkeypatch, ratios)
-    real = T.make_train_step
-
-    def killing(c, m):
-        inner = real(c, m)
-
-        def step(state, frames, actions):
-            if int(state.step) == 2:  # the first step of epoch 3 (one step per epoch)
-                raise KeyboardInterrupt
-            return inner(state, frames, actions)
-        return step
-    monkeypatch.setattr(T, "make_train_step", killing)
+    real = kill_training_at_step(monkeypatch, 2)  # the first step of epoch 3 (one step per epoch)
     with pytest.raises(KeyboardInterrupt):
         T.train(cfg, tmp_path / "killed", cache_dir=tiny_cache, progress=False, gif=False)
     monkeypatch.setattr(T, "make_train_step", real)
@@ -217,7 +208,7 @@ def test_unvalidated_run_loads_its_last_weights(tiny_cache, tmp_path):
 
 def test_export_defaults_to_the_best_epoch_and_says_so(tiny_cache, tmp_path, monkeypatch):
     from keycld_gym import loading, zoo
-    from tests.test_faults import _fake_bank
+    from test_faults import _fake_bank
 
     cfg = TrainConfig(**TINY, num_epochs=2)
     _scripted_vpt(monkeypatch, [3.0, 1.0, 3.0])

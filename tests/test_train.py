@@ -13,6 +13,7 @@ from keycld.systems import get as get_system
 from keycld.config import TrainConfig
 from keycld.data import DatasetConfig, load_dataset
 from keycld.model.keycld import KeyCLD
+from conftest import kill_training_at_step
 
 TINY = dict(environment="pendulum", control="yes", num_runs=5, num_frames=8, num_hidden_dim=8,
             num_predicted_steps=2)
@@ -43,18 +44,7 @@ def test_resume_equals_uninterrupted(tiny_cache, tmp_path, monkeypatch, refine):
     cfg = TrainConfig(**TINY, num_epochs=3, **refine)
     full = T.train(cfg, tmp_path / "full", cache_dir=tiny_cache, progress=False, gif=False)
     # interrupt the second run in the middle of epoch 2 (after its first checkpoint)
-    real = T.make_train_step
-
-    def killing_make_train_step(c, m):
-        inner = real(c, m)
-
-        def step(state, frames, actions):
-            if int(state.step) == 6:  # 4 steps per epoch
-                raise KeyboardInterrupt
-            return inner(state, frames, actions)
-        return step
-
-    monkeypatch.setattr(T, "make_train_step", killing_make_train_step)
+    real = kill_training_at_step(monkeypatch, 6)  # 4 steps per epoch
     with pytest.raises(KeyboardInterrupt):
         T.train(cfg, tmp_path / "killed", cache_dir=tiny_cache, progress=False, gif=False)
     monkeypatch.setattr(T, "make_train_step", real)
@@ -177,17 +167,20 @@ def test_constraint_weight_enters_the_loss(tiny_cache):
 
 
 def test_cpu_preset_keeps_the_loss_horizon_in_seconds():
-    """--preset cpu predicts 0.08 s in the dynamics loss: 4 pendulum steps, 8 cartpole/acrobot steps."""
+    """--preset cpu predicts 0.08 s in the dynamics loss (0.16 s when refining): 4 pendulum steps,
+    8 cartpole/acrobot steps; everything else is the same for every system."""
     from keycld.config import preset_fields
     from keycld.tasks import TASK_SPECS
 
+    others = []
     for env in ("pendulum", "cartpole", "acrobot"):
         fields = preset_fields("cpu", env)
         assert fields["num_predicted_steps"] * TASK_SPECS[env].dt == pytest.approx(0.08)
-        TrainConfig(environment=env, **fields)  # a valid configuration
-    # the dynamics learning rate: the paper's 0.2× for the pendulum, 1× for the acrobot
-    assert preset_fields("cpu", "pendulum")["dynamics_lr_factor"] == 0.2
-    assert preset_fields("cpu", "acrobot")["dynamics_lr_factor"] == 1.0
+        assert fields["refine_num_predicted_steps"] == 2 * fields["num_predicted_steps"]
+        cfg = TrainConfig(environment=env, **fields)  # a valid configuration
+        assert (cfg.warmup_epochs, cfg.refine_when, cfg.dynamics_lr_factor) == (1, "localised", 0.2)
+        others.append({k: v for k, v in fields.items() if "num_predicted_steps" not in k})
+    assert others[0] == others[1] == others[2]
     assert preset_fields("paper", "cartpole") == {}
     with pytest.raises(ValueError, match="preset"):
         preset_fields("gpu", "pendulum")
@@ -239,11 +232,12 @@ def test_bad_refine_settings(bad, message):
 
 
 def test_refine_flags_build_the_two_stage_recipe_in_one_run():
-    """The shipped pendulum's two stages as one command; no preset refines by itself."""
+    """The shipped pendulum's two stages as one command (a fixed refine stage); the cpu preset
+    refines on a measured criterion instead, so it refuses a fixed refine_epochs."""
     from keycld.train_cli import config_from_args, script_parser
 
     parser = script_parser("keycld")
-    base = ["--environment", "pendulum", "--control", "yes", "--preset", "cpu"]
+    base = ["--environment", "pendulum", "--control", "yes", "--num_hidden_dim", "16"]
     assert config_from_args(parser.parse_args(base), parser, "keycld").refine_epochs == 0
     args = parser.parse_args(base + ["--num_epochs", "13", "--refine_epochs", "3", "--refine_num_predicted_steps", "8",
                                      "--refine_dynamics_lr_factor", "1"])
@@ -251,21 +245,28 @@ def test_refine_flags_build_the_two_stage_recipe_in_one_run():
     stages = [(s.num_predicted_steps, s.dynamics_lr_factor) for s in map(cfg.stage, range(cfg.num_epochs))]
     assert stages == [(4, 0.2)] * 10 + [(8, 1.0)] * 3
     with pytest.raises(SystemExit):
-        config_from_args(parser.parse_args(base + ["--refine_epochs", "11", "--refine_num_predicted_steps", "8"]),
+        config_from_args(parser.parse_args(base + ["--refine_epochs", "41", "--refine_num_predicted_steps", "8"]),
                          parser, "keycld")
+    with pytest.raises(SystemExit):  # the preset's refine stage starts when measured
+        config_from_args(parser.parse_args(base + ["--preset", "cpu", "--refine_epochs", "3"]), parser, "keycld")
+    # with refine_when given as epoch, the preset's refine settings apply to the last epochs
+    args = parser.parse_args(base + ["--preset", "cpu", "--refine_when", "epoch", "--refine_epochs", "3"])
+    cfg = config_from_args(args, parser, "keycld")
+    assert [cfg.stage_name(e) for e in range(cfg.num_epochs)] == ["warmup"] + ["main"] * 8 + ["refine"] * 3
 
 
 def test_explicit_flags_override_the_preset():
-    """An ablation at a shipped model's exact budget: --preset cpu with the older loss settings."""
+    """An ablation at a shipped model's exact budget: --preset cpu with older settings."""
     from keycld.train_cli import config_from_args, script_parser
 
     parser = script_parser("no_constraint")
     args = parser.parse_args(["--environment", "acrobot", "--preset", "cpu", "--num_predicted_steps", "4",
-                              "--dynamics_lr_factor", "0.2"])
+                              "--dynamics_lr_factor", "1", "--num_epochs", "5", "--warmup_epochs", "0"])
     cfg = config_from_args(args, parser, "no_constraint")
-    assert (cfg.num_hidden_dim, cfg.num_epochs, cfg.num_predicted_steps, cfg.dynamics_lr_factor) == (16, 10, 4, 0.2)
+    assert (cfg.num_hidden_dim, cfg.num_epochs, cfg.num_predicted_steps, cfg.dynamics_lr_factor,
+            cfg.warmup_epochs, cfg.warmup_sigma) == (16, 5, 4, 1.0, 0, None)  # no warm-up: no warm-up width
     args = parser.parse_args(["--environment", "acrobot", "--preset", "cpu"])
-    assert config_from_args(args, parser, "no_constraint").dynamics_lr_factor == 1.0
+    assert config_from_args(args, parser, "no_constraint").dynamics_lr_factor == 0.2
     with pytest.raises(SystemExit):
         config_from_args(parser.parse_args(["--environment", "acrobot", "--dynamics_lr_factor", "0"]), parser)
 

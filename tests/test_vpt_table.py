@@ -153,3 +153,25 @@ def test_fine_tuned_run_counts_its_source_budget(tmp_path):
     md = render_table(collect_runs([tmp_path / "root"]))
     cell = cells(md)["acrobot / yes"]["KeyCLD"]
     assert cell.startswith("35.9 ± ") and "5+3 ep" in cell and "1.5 h" in cell, cell
+
+
+def test_reproduce_runs_a_subset_with_the_chosen_preset(tmp_path, capsys):
+    from keycld.cli import main
+    root = tmp_path / "reproduce"
+    fake_run(root / "keycld-pendulum-random-yes", environment="pendulum", control="yes", mean=5.0, std=1.0)
+    args = ["reproduce", "--root", str(root), "--datasets", "pendulum/yes", "cartpole/no", "--models", "keycld",
+            "node2", "--preset", "cpu", "--dry_run"]
+    assert main(args) == 0
+    commands = [line for line in capsys.readouterr().out.splitlines() if line.startswith("$ ")]
+    # 2 × 2 cells, one already measured (skipped)
+    assert len(commands) == 3
+    assert all("--preset=cpu" in c and "--num_epochs=40" not in c for c in commands)
+    assert {c.split("--out=")[1].split()[0].rsplit("/", 1)[1] for c in commands} == {
+        "keycld-cartpole-random-no", "node2-pendulum-random-yes", "node2-cartpole-random-no"}
+    assert main(["reproduce", "--root", str(root), "--datasets", "pendulum/yes", "--dry_run"]) == 0
+    paper = [line for line in capsys.readouterr().out.splitlines() if line.startswith("$ ")]
+    assert len(paper) == len(REPRO_MODELS) - 1 and all("--num_epochs=40" in c for c in paper)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reproduce", "--datasets", "pendulum/underactuated", "--dry_run"])
+    assert exit_info.value.code == 2
+    assert "unknown dataset 'pendulum/underactuated'; allowed: pendulum/no, pendulum/yes" in capsys.readouterr().err

@@ -270,10 +270,12 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, continuing: bool, cache_dir, 
         record = {"epoch": epoch + 1, "step": int(state.step), "stage": stage_name, "train_time_s": train_time,
                   "wall_time_s": wall, "device": device, **{f"train/{k}": v / len(order) for k, v in sums.items()}}
         if validating:
+            t1 = time.perf_counter()
             record.update(_validation_record(stage_model, state.params, val_set))
             if gif:
                 from keycld.visualize import validation_gif
                 validation_gif(stage_model, state.params, val_set, run_dir / rundir.gif_file(epoch + 1))
+            record["val_time_s"] = time.perf_counter() - t1  # outside train_time_s / wall_time_s
             if (cfg.refine_when == "localised" and refine_from is None and stage_name == "main"
                     and record["val/reconstruction_ratio"] < cfg.localised_ratio):
                 refine_from = epoch + 1

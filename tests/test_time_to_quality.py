@@ -220,7 +220,8 @@ def test_the_poll_loop_adds_the_earlier_wall_time(ttq, tmp_path):
 def test_bad_input_exits_with_status_2(ttq, tmp_path, capsys, argv, named):
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exc:
-        ttq.main([*argv, "--out_dir", str(out), "--runs_dir", str(tmp_path / "runs")])
+        # the paths first: --extra takes every argument after it
+        ttq.main(["--out_dir", str(out), "--runs_dir", str(tmp_path / "runs"), *argv])
     assert exc.value.code == 2
     assert named in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "runs").exists()

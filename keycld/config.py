@@ -273,7 +273,7 @@ def _check_choice(name: str, value, allowed) -> None:
 # Presets override the paper's defaults. "cpu": a usable model on a 2-core CPU within an hour:
 # h = 16 and 12 epochs; one autoencoder-only warm-up epoch with Gaussian maps twice as wide,
 # then the paper's loss at the paper's dynamics learning rate; once the validation keypoints
-# auto-encode the frames to a fraction CPU_PRESET_LOCALISED_RATIO of ε, the refine stage trains
+# auto-encode the frames to a fraction localised_ratio of ε, the refine stage trains
 # the dynamics at the encoder's learning rate on twice the loss horizon. preset_fields adds the
 # horizons, which follow from the system's dt.
 PRESETS: dict[str, dict] = {

@@ -215,7 +215,7 @@ def register(sub) -> None:
                    help="val / train of the training dataset, or heldout (seeds 1000-1049; paper tasks)")
     p.add_argument("--data", default=None, metavar="RUNS.npz",
                    help="evaluate on every run of this npz instead (your own system's unseen runs)")
-    p.add_argument("--weights", choices=("best", "last"), default="best",
+    p.add_argument("--weights", choices=("best", "last"), default="best",  # keycld.rundir.WEIGHTS (imports jax)
                    help="a training run's best validation epoch (default) or its last epoch")
     p.add_argument("--cache_dir", default=None)
     p.add_argument("--quiet", action="store_true")

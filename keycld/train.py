@@ -321,6 +321,7 @@ def _sync_best(run_dir: Path, cfg: TrainConfig, state: TrainState, epochs_done: 
     the checkpoint's own epoch (a kill between writing the checkpoint and the best weights)."""
     best = rundir.best_epoch([r for r in rundir.read_metrics(run_dir) if r.get("stage") != "warmup"])
     saved = rundir.read_best(run_dir)
-    if best is not None and best["epoch"] == epochs_done and (saved is None or saved["epoch"] != epochs_done) \
+    # (a saved best of the checkpoint's own epoch has the same VPT, so it is never replaced)
+    if best is not None and best["epoch"] == epochs_done \
             and (saved is None or best["val/vpt_mean"] > saved["val_vpt_mean"]):
         rundir.save_best(run_dir, state.params, epochs_done, best["val/vpt_mean"], cfg.model)

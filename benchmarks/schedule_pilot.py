@@ -21,16 +21,23 @@ import numpy as np
 import keycld
 from keycld.cliutil import StrictParser, positive_int
 from keycld.config import TrainConfig, preset_fields
+from keycld.data import background_image
 from keycld.evaluate import evaluate_vpt
 from keycld.model.keycld import KeyCLD
 from keycld.tasks import ENVIRONMENTS
 from keycld.train import _epoch_order, init_state, load_training_data, make_train_step
 
-VARIANTS = {  # name: (warm-up steps, loss changes in the warm-up, Gaussian width in the warm-up)
-    "base": (0, {}, None),
-    "wide": (450, {}, 0.2),
-    "ae": (450, dict(dynamics_weight=0.0, bce_weight=0.0), None),
-    "wideae": (450, dict(dynamics_weight=0.0, bce_weight=0.0), 0.2),
+_AE = dict(dynamics_weight=0.0, bce_weight=0.0)
+# name: (warm-up steps, loss changes in the warm-up, Gaussian width in the warm-up,
+#        loss changes in the main stage)
+VARIANTS = {
+    "base": (0, {}, None, {}),
+    "wide": (450, {}, 0.2, {}),
+    "ae": (450, _AE, None, {}),
+    "wideae": (450, _AE, 0.2, {}),
+    "widebce": (450, dict(dynamics_weight=0.0), 0.2, {}),
+    "wideaecon": (450, _AE, 0.2, dict(constraint_weight=10.0)),
+    "widebcefg": (450, dict(dynamics_weight=0.0, warmup_epochs=1, warmup_foreground_weight=1.0), 0.2, {}),
 }
 
 
@@ -46,14 +53,16 @@ def main() -> None:
     # the main stage of the cpu preset: the variants differ only in their warm-up steps
     base = TrainConfig(environment=a.env, control="yes", seed=a.seed, num_hidden_dim=16,
                        num_predicted_steps=preset_fields("cpu", a.env)["num_predicted_steps"])
-    W, warm_changes, warm_sigma = VARIANTS[a.variant]
+    W, warm_changes, warm_sigma, main_changes = VARIANTS[a.variant]
     data = load_training_data(base, keycld.systems.get(a.env), progress=False)
     tr, va = data.split("train"), data.split("val")
     model = KeyCLD.from_config(base)
     warm_cfg = dataclasses.replace(base, **warm_changes)
+    base = dataclasses.replace(base, **main_changes)
     warm_model = dataclasses.replace(model, sigma=warm_sigma) if warm_sigma else model
     step_main = make_train_step(base, model)
-    step_warm = make_train_step(warm_cfg, warm_model) if W else None
+    background = background_image(tr.frames) if warm_cfg.warmup_foreground_weight else None
+    step_warm = make_train_step(warm_cfg, warm_model, background) if W else None
     state = init_state(base, model)
     sub = va.frames[:10].astype(np.float32) / 255.0
 

@@ -73,8 +73,11 @@ class TrainConfig:
     The schedule has up to three stages (``stage_name``, ``stage``; the optimiser state
     carries over between them; the defaults give the paper's single stage):
 
-    * warm-up: the first warmup_epochs train the encoder and renderer alone (dynamics and BCE
-      terms off), rendering Gaussian maps of width warmup_sigma (None = sigma);
+    * warm-up: the first warmup_epochs train the encoder and renderer alone (dynamics term off;
+      the BCE term, which concentrates each heatmap, stays on), rendering Gaussian maps of
+      width warmup_sigma (None = sigma), plus warmup_foreground_weight × the foreground term
+      (``keycld.losses.foreground_attention``: heatmaps drawn to the pixels that differ from
+      the data's static background; 0 = off);
     * main: the configured loss;
     * refine: the dynamics train with refine_num_predicted_steps and refine_dynamics_lr_factor
       (each None = unchanged). With refine_when "epoch" it is the last refine_epochs epochs
@@ -112,6 +115,7 @@ class TrainConfig:
     refine_dynamics_lr_factor: float | None = None
     warmup_epochs: int = 0
     warmup_sigma: float | None = None
+    warmup_foreground_weight: float = 0.0
     refine_when: str = "epoch"
     localised_ratio: float = 0.3
     system_attr: str | None = None
@@ -145,7 +149,7 @@ class TrainConfig:
         check_dataset_size(self.num_runs, self.num_frames)
         _check_range("num_epochs", self.num_epochs, 1, MAX_NUM_EPOCHS)
         _check_range("num_hidden_dim", self.num_hidden_dim, 8 if self.model != "fc" else 1, MAX_HIDDEN_DIM)
-        for name in ("dynamics_weight", "bce_weight", "constraint_weight"):
+        for name in ("dynamics_weight", "bce_weight", "constraint_weight", "warmup_foreground_weight"):
             v = getattr(self, name)
             if not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
@@ -185,6 +189,11 @@ class TrainConfig:
                              f"got {self.warmup_epochs!r}")
         if self.warmup_sigma is not None and not self.warmup_epochs:
             raise ValueError("warmup_sigma needs warmup_epochs > 0")
+        if self.warmup_foreground_weight and not self.warmup_epochs:
+            raise ValueError(f"warmup_foreground_weight = {self.warmup_foreground_weight} needs warmup_epochs > 0")
+        if self.warmup_foreground_weight and self.model == "fc":
+            raise ValueError(f"warmup_foreground_weight = {self.warmup_foreground_weight} needs a heatmap model "
+                             f"({', '.join(m for m in MODELS if m != 'fc')}), got model 'fc'")
         if not 0 <= self.seed < SEED_LIMIT:
             raise ValueError(f"seed must be an integer in [0, 2**31), got {self.seed!r}")
         if not self.user_data:
@@ -223,15 +232,17 @@ class TrainConfig:
 
     def stage(self, epoch: int, refine_from: int | None = None) -> "TrainConfig":
         """The settings epoch ``epoch`` (0-based) trains with (see ``stage_name``): this config in
-        the main stage, the autoencoder-only loss and warmup_sigma in the warm-up, the refine
+        the main stage (without the warm-up's foreground term), the loss without its dynamics
+        term and warmup_sigma in the warm-up, the refine
         stage's loss horizon and dynamics learning rate in the refine stage."""
         name = self.stage_name(epoch, refine_from)
-        if name == "main":
-            return self
         if name == "warmup":
-            return dataclasses.replace(self, dynamics_weight=0.0, bce_weight=0.0,
+            return dataclasses.replace(self, dynamics_weight=0.0,
                                        sigma=self.warmup_sigma if self.warmup_sigma is not None else self.sigma)
-        changes = {}
+        # the foreground term belongs to the warm-up alone
+        changes = {"warmup_foreground_weight": 0.0} if self.warmup_foreground_weight else {}
+        if name == "main":
+            return dataclasses.replace(self, **changes) if changes else self
         if self.refine_num_predicted_steps is not None:
             changes["num_predicted_steps"] = self.refine_num_predicted_steps
         if self.refine_dynamics_lr_factor is not None:
@@ -271,7 +282,7 @@ def _check_choice(name: str, value, allowed) -> None:
 
 
 # Presets override the paper's defaults. "cpu": a usable model on a 2-core CPU within an hour:
-# h = 16 and 12 epochs; one autoencoder-only warm-up epoch with Gaussian maps twice as wide,
+# h = 16 and 12 epochs; one warm-up epoch without the dynamics term, Gaussian maps twice as wide,
 # then the paper's loss at the paper's dynamics learning rate; once the validation keypoints
 # auto-encode the frames to a fraction localised_ratio of ε, the refine stage trains
 # the dynamics at the encoder's learning rate on twice the loss horizon. preset_fields adds the

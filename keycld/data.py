@@ -268,6 +268,22 @@ def vpt_epsilon(frames: np.ndarray, chunk: int = 32) -> float:
     return sq / flat.size
 
 
+def background_image(frames: np.ndarray, max_frames: int = 1024) -> np.ndarray:
+    """The static background: the per-pixel median of up to ``max_frames`` frames spread evenly
+    over all runs and times.
+
+    Args:
+        frames: (R, T, 64, 64, 3) uint8.
+    Returns:
+        (64, 64, 3) float32 in [0, 1].
+    """
+    if frames.ndim != 5 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 (runs, time, height, width, 3), got {frames.dtype} {frames.shape}")
+    flat = frames.reshape(-1, *frames.shape[2:])
+    pick = np.linspace(0, flat.shape[0] - 1, min(max_frames, flat.shape[0])).round().astype(np.int64)
+    return (np.median(flat[pick], axis=0) / 255.0).astype(np.float32)
+
+
 # ---------------------------------------------------------------------------------------------
 # Cache
 # ---------------------------------------------------------------------------------------------

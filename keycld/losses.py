@@ -9,6 +9,13 @@ total = reconstruction + dynamics_weight · dynamics + bce_weight · BCE
   against the encoded keypoints of frames s+1 … s+n; averaged over starts;
 * BCE: heatmaps normalised to peak 1 against stop-gradient Gaussian maps of their keypoints,
   averaged over pixels, keypoints and frames (heatmap models only);
+* foreground (not in the paper; 0 unless ``foreground_weight`` > 0, heatmap models only): the
+  cross-entropy of each keypoint's heatmap against the frame's foreground distribution (pixels
+  weighted by their squared distance to the static background), ``foreground_attention``. It
+  ties the keypoints to the moving parts from the first step. It is a warm-up option
+  (``TrainConfig.warmup_foreground_weight``, off by default; no preset sets it). Every heatmap
+  is drawn to the same whole-frame foreground, so with several keypoints it does not tell them
+  apart: the other terms must.
 * constraint (not in the paper; 0 unless ``constraint_weight`` > 0, constrained models only):
   the mean over frames and constraints of Φ(x_t)² of the encoded keypoints. The constrained
   dynamics conserve Φ whatever its value, so nothing but the data and the initialisation decides
@@ -59,14 +66,31 @@ def heatmap_bce(probs: jnp.ndarray, kp: jnp.ndarray, sigma: float) -> jnp.ndarra
     return -jnp.mean(target * jnp.log(heat) + (1 - target) * jnp.log(1 - heat))
 
 
+def foreground_attention(probs: jnp.ndarray, images: jnp.ndarray, background: jnp.ndarray) -> jnp.ndarray:
+    """Cross-entropy of heatmaps against each frame's foreground, mean over frames and keypoints.
+
+    Args:
+        probs: (T, H, W, K) spatial-softmax probabilities; images: (T, H, W, 3) in [0, 1];
+        background: (H, W, 3) in [0, 1] (``keycld.data.background_image``).
+    Returns:
+        −Σ_p f_t(p) log probs_k(p), with f_t ∝ ‖images_t(p) − background(p)‖² normalised to sum 1
+        per frame (about 0 for a frame without foreground).
+    """
+    d = jnp.sum((images - background) ** 2, axis=-1)  # (T, H, W)
+    target = jax.lax.stop_gradient(d / (jnp.sum(d, axis=(1, 2), keepdims=True) + 1e-6))
+    return -jnp.mean(jnp.sum(target[..., None] * jnp.log(probs + 1e-12), axis=(1, 2)))
+
+
 def sequence_loss(model: KeyCLD, params, frames_u8: jnp.ndarray, action: jnp.ndarray, key: jax.Array,
                   num_predicted_steps: int, dynamics_weight: float, bce_weight: float,
-                  augment: bool = True, constraint_weight: float = 0.0) -> tuple[jnp.ndarray, dict]:
+                  augment: bool = True, constraint_weight: float = 0.0, foreground_weight: float = 0.0,
+                  background: jnp.ndarray | None = None) -> tuple[jnp.ndarray, dict]:
     """Loss of one sequence.
 
     Args:
         frames_u8: (T, 64, 64, 3) uint8; action: (A,) or per frame (T, A), dataset units;
-        key: augmentation key.
+        key: augmentation key; background: (64, 64, 3) in [0, 1], needed when
+        ``foreground_weight`` > 0 (ignored by models without heatmaps).
     Returns:
         (total loss, dict of the terms).
     """
@@ -80,6 +104,12 @@ def sequence_loss(model: KeyCLD, params, frames_u8: jnp.ndarray, action: jnp.nda
     bce = heatmap_bce(probs, kp, model.sigma) if probs is not None else jnp.zeros(())
     total = rec + dynamics_weight * dyn + bce_weight * bce
     terms = {"reconstruction": rec, "dynamics": dyn, "bce": bce}
+    if foreground_weight > 0 and probs is not None:
+        if background is None:
+            raise ValueError("foreground_weight > 0 needs the background image (keycld.data.background_image)")
+        fg = foreground_attention(probs, images, background)
+        total = total + foreground_weight * fg
+        terms["foreground"] = fg
     if constraint_weight > 0:
         con = constraint_consistency(model, kp)
         total = total + constraint_weight * con

@@ -83,8 +83,21 @@ def initial_state(cfg: TrainConfig, model: KeyCLD) -> TrainState:
     return TrainState(params, make_optimizer(cfg).init(params), state.step)
 
 
-def make_train_step(cfg: TrainConfig, model: KeyCLD):
-    """Return ``train_step(state, frames (B,T,64,64,3) uint8, actions (B,A)) -> (state, metrics)``."""
+def make_train_step(cfg: TrainConfig, model: KeyCLD, background: np.ndarray | None = None):
+    """Return ``train_step(state, frames (B,T,64,64,3) uint8, actions (B,A)) -> (state, metrics)``.
+
+    ``background``: (64, 64, 3) in [0, 1] (``keycld.data.background_image`` of the training
+    frames), needed when ``cfg.warmup_foreground_weight`` > 0 for a heatmap model."""
+    if cfg.warmup_foreground_weight > 0 and model.heatmaps and background is None:
+        raise ValueError(f"warmup_foreground_weight = {cfg.warmup_foreground_weight} needs the training data's "
+                         "background image (keycld.data.background_image)")
+    if background is not None:
+        background = np.asarray(background)
+        if background.shape != (64, 64, 3) or background.dtype != np.float32 \
+                or not (0.0 <= background.min() and background.max() <= 1.0):
+            raise ValueError(f"background must be a float32 (64, 64, 3) image in [0, 1], got {background.dtype} "
+                             f"{background.shape}")
+    bg = None if background is None else jnp.asarray(background)
     tx = make_optimizer(cfg)
     base_key = jax.random.PRNGKey(cfg.seed + 1)
 
@@ -92,7 +105,8 @@ def make_train_step(cfg: TrainConfig, model: KeyCLD):
         keys = jax.random.split(key, frames.shape[0])
         loss_fn = partial(sequence_loss, model, params, num_predicted_steps=cfg.num_predicted_steps,
                           dynamics_weight=cfg.dynamics_weight, bce_weight=cfg.bce_weight, augment=cfg.augment,
-                          constraint_weight=cfg.constraint_weight)
+                          constraint_weight=cfg.constraint_weight,
+                          foreground_weight=cfg.warmup_foreground_weight, background=bg)
         totals, terms = jax.vmap(loss_fn)(frames, actions, keys)
         return jnp.mean(totals), jax.tree_util.tree_map(jnp.mean, terms)
 
@@ -208,6 +222,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, continuing: bool, cache_dir, 
                   gif: bool, logger, workers, system_file) -> dict:
     from tqdm.auto import tqdm
 
+    from keycld.data import background_image
     from keycld.evaluate import evaluate_vpt
 
     if continuing:
@@ -240,6 +255,8 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, continuing: bool, cache_dir, 
     steps_by_stage: dict = {}  # one jitted step per stage config; the optimiser state layout is shared
     device = jax.devices()[0].device_kind  # hardware of each epoch, for the model card
     best = rundir.read_best(run_dir)
+    background = (background_image(train_set.frames)
+                  if cfg.warmup_foreground_weight > 0 and start_epoch < cfg.warmup_epochs else None)
     last: dict = {}
     for epoch in range(start_epoch, cfg.num_epochs):
         t0 = time.perf_counter()
@@ -247,7 +264,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, continuing: bool, cache_dir, 
         stage_name, stage = cfg.stage_name(epoch, refine_from), cfg.stage(epoch, refine_from)
         stage_model = dataclasses.replace(model, sigma=stage.sigma)
         if stage not in steps_by_stage:
-            steps_by_stage[stage] = make_train_step(stage, stage_model)
+            steps_by_stage[stage] = make_train_step(stage, stage_model, background)
         train_step = steps_by_stage[stage]
         sums: dict[str, float] = {}
         bar = tqdm(order, desc=f"epoch {epoch + 1}/{cfg.num_epochs} ({stage_name})", disable=not progress,
@@ -263,7 +280,8 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, continuing: bool, cache_dir, 
                     + f"; the last good checkpoint ({run_dir / rundir.CHECKPOINT}) is kept")
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix({k: f"{terms[k]:.4g}" for k in ("loss", "reconstruction", "dynamics", "bce", "constraint")
+            bar.set_postfix({k: f"{terms[k]:.4g}" for k in ("loss", "reconstruction", "dynamics", "bce", "foreground",
+                                                             "constraint")
                              if k in terms})
         train_time = time.perf_counter() - t0
         wall += train_time

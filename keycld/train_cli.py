@@ -58,6 +58,9 @@ def add_train_args(p: argparse.ArgumentParser, model_choice: bool = True) -> Non
                    help="the first N epochs train the encoder and renderer alone (0 = off)")
     p.add_argument("--warmup_sigma", type=float, default=None,
                    help="Gaussian map width in the warm-up epochs (default: --sigma)")
+    p.add_argument("--warmup_foreground_weight", type=float, default=None,
+                   help="weight of the foreground term in the warm-up epochs: heatmaps drawn to the pixels "
+                        "that differ from the data's static background (0 = off)")
     p.add_argument("--refine_when", choices=REFINE_WHEN, default=None,
                    help="'epoch': the last --refine_epochs refine; 'localised': refining starts after the first "
                         "epoch whose validation reconstruction ratio (MSE / ε) is below --localised_ratio")
@@ -142,8 +145,10 @@ def config_and_spec_from_args(args, parser, model: str | None = None):
                       data=str(path), data_sha256=sha256(path),
                       num_runs=int(data.frames.shape[0]), num_frames=int(data.frames.shape[1]))
     preset = preset_fields(args.preset, system) if args.preset else {}
-    if fields.get("warmup_epochs") == 0 and "warmup_sigma" not in fields:
-        preset.pop("warmup_sigma", None)  # the preset's warm-up width, for a warm-up turned off
+    if fields.get("warmup_epochs") == 0:  # the preset's warm-up settings, for a warm-up turned off
+        for name in ("warmup_sigma", "warmup_foreground_weight"):
+            if name not in fields:
+                preset.pop(name, None)
     merged = {**preset, **fields}
     try:
         return TrainConfig(**merged), (None if spec is None else spec[0])

@@ -29,8 +29,8 @@ def kill_training_at_step(monkeypatch, step_number: int):
 
     real = T.make_train_step
 
-    def killing_make_train_step(c, m):
-        inner = real(c, m)
+    def killing_make_train_step(c, m, background=None):
+        inner = real(c, m, background)
 
         def step(state, frames, actions):
             if int(state.step) == step_number:

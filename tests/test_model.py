@@ -53,7 +53,8 @@ def test_fast_unet_equals_plain_unet(static):
 
 
 def test_fast_unet_gradients_equal_plain_unet():
-    """The hand-written gradients of the fast path (GroupNorm+ReLU, narrow convs, biases) are
+    """The hand-written gradients of the fast path (GroupNorm+ReLU, narrow and upsampled convs,
+    biases) are
     autodiff's through the plain network. h = 16 puts two channels in each of the 8 groups, so
     every conv bias has a real gradient (with one channel per group GroupNorm cancels it)."""
     rng = np.random.default_rng(3)
@@ -114,10 +115,16 @@ def test_upsampled_conv_gradients_match_plain():
     rng = np.random.default_rng(2)
     u = jnp.asarray(rng.random((2, 8, 8, 5)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(3, 3, 5, 4)), jnp.float32)
+    np.testing.assert_allclose(upsampled_conv(u, w), _conv(_upsample(u), w, "SAME"), rtol=1e-5, atol=1e-5)
     f1 = lambda u, w: jnp.sum(upsampled_conv(u, w) ** 2)
     f2 = lambda u, w: jnp.sum(_conv(_upsample(u), w, "SAME") ** 2)
     for a, b in zip(jax.grad(f1, (0, 1))(u, w), jax.grad(f2, (0, 1))(u, w)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+    # as training uses it: vmapped over sequences with a shared kernel
+    us = jnp.stack([u, 2 * u[::-1]])
+    g1 = jax.grad(lambda w: jnp.sum(jax.vmap(lambda v: upsampled_conv(v, w))(us) ** 2))(w)
+    g2 = jax.grad(lambda w: jnp.sum(jax.vmap(lambda v: _conv(_upsample(v), w, "SAME"))(us) ** 2))(w)
+    np.testing.assert_allclose(g1, g2, rtol=1e-4, atol=1e-3)
 
 
 def _on_manifold(environment, key):

@@ -32,12 +32,16 @@ def test_stage_settings():
     assert [cfg.stage_name(e) for e in range(5)] == ["warmup", "warmup", "main", "main", "main"]
     assert [cfg.stage_name(e, refine_from=3) for e in range(5)] == ["warmup", "warmup", "main", "refine", "refine"]
     warm = cfg.stage(0)
-    assert (warm.dynamics_weight, warm.bce_weight, warm.sigma) == (0.0, 0.0, 0.25)
+    # the warm-up drops the dynamics term only: the BCE term concentrates the heatmaps
+    assert (warm.dynamics_weight, warm.bce_weight, warm.sigma) == (0.0, 1.0, 0.25)
     assert cfg.stage(2) is cfg
     refine = cfg.stage(4, refine_from=3)
     assert (refine.num_predicted_steps, refine.dynamics_lr_factor, refine.sigma) == (3, 1.0, cfg.sigma)
     # without warmup_sigma the warm-up keeps the configured width
     assert TrainConfig(**TINY, num_epochs=2, warmup_epochs=1).stage(0).sigma == 0.1
+    # the foreground term belongs to the warm-up alone
+    fg = TrainConfig(**TINY, num_epochs=5, warmup_epochs=1, warmup_foreground_weight=2.0, **LOCALISED)
+    assert [fg.stage(e, refine_from=3).warmup_foreground_weight for e in range(5)] == [2.0, 0.0, 0.0, 0.0, 0.0]
     # refine_when "epoch": the last refine_epochs, whatever was measured
     fixed = TrainConfig(**TINY, num_epochs=4, refine_epochs=1, refine_num_predicted_steps=3)
     assert [fixed.stage_name(e, refine_from=1) for e in range(4)] == ["main"] * 3 + ["refine"]
@@ -53,6 +57,8 @@ def test_stage_settings():
     (dict(warmup_sigma=0.2), "warmup_sigma needs warmup_epochs > 0"),
     (dict(warmup_epochs=1, warmup_sigma=0.0), "warmup_sigma must be a finite number > 0, got 0.0"),
     (dict(**LOCALISED, localised_ratio=float("nan")), "localised_ratio must be a finite number > 0"),
+    (dict(warmup_foreground_weight=1.0), "warmup_foreground_weight = 1.0 needs warmup_epochs > 0"),
+    (dict(warmup_epochs=1, warmup_foreground_weight=-1.0), "warmup_foreground_weight must be a finite number >= 0"),
 ])
 def test_bad_schedule_settings(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -80,16 +86,16 @@ def test_refine_starts_after_the_first_localised_epoch(tiny_cache, tmp_path, mon
     built = []
     real = T.make_train_step
 
-    def recording(c, m):
+    def recording(c, m, background=None):
         built.append((c.dynamics_weight, c.bce_weight, m.sigma, c.num_predicted_steps, c.dynamics_lr_factor))
-        return real(c, m)
+        return real(c, m, background)
     monkeypatch.setattr(T, "make_train_step", recording)
     T.train(cfg, tmp_path / "run", cache_dir=tiny_cache, progress=False, gif=False)
     assert len(measured) == 5 and all(0 < r for r in measured)  # the real ratio is computed every epoch
     assert _stages(tmp_path / "run") == ["warmup", "main", "main", "refine", "refine"]
     records = rundir.read_metrics(tmp_path / "run")
     assert [r.get("refine_from") for r in records] == [None, None, 4, None, None]
-    assert built == [(0.0, 0.0, 0.3, 2, 0.2), (1.0, 1.0, 0.1, 2, 0.2), (1.0, 1.0, 0.1, 3, 1.0)]
+    assert built == [(0.0, 1.0, 0.3, 2, 0.2), (1.0, 1.0, 0.1, 2, 0.2), (1.0, 1.0, 0.1, 3, 1.0)]
     assert all("val/reconstruction_ratio" in r and "val/encoded_constraint_residual" in r for r in records)
 
 
@@ -228,3 +234,80 @@ def test_export_defaults_to_the_best_epoch_and_says_so(tiny_cache, tmp_path, mon
     # the run's vpt.json evaluated the best weights: the best export keeps it, the last one does not
     assert (best / rundir.VPT).exists() and not (last / rundir.VPT).exists()
     assert rundir.weights_origin(best) == info["weights"]
+
+
+# ---- the warm-up's foreground term -------------------------------------------------------------
+def _blob_frames(centres, size=64):
+    """(T, 64, 64, 3) uint8: grey background, a white 6×6 square at each (row, col) centre."""
+    frames = np.full((len(centres), size, size, 3), 60, np.uint8)
+    for t, (r, c) in enumerate(centres):
+        frames[t, r - 3:r + 3, c - 3:c + 3] = 255
+    return frames
+
+
+def test_background_image_is_the_static_part():
+    from keycld.data import background_image
+
+    frames = _blob_frames([(10 + 4 * t, 12 + 5 * t) for t in range(9)])[None]  # (1, 9, 64, 64, 3)
+    bg = background_image(frames)
+    assert bg.shape == (64, 64, 3) and bg.dtype == np.float32
+    np.testing.assert_allclose(bg, 60 / 255, atol=1e-6)  # the moving square is not background
+
+
+def test_foreground_term_draws_heatmaps_to_what_moves():
+    import jax.numpy as jnp
+    from keycld.losses import foreground_attention
+
+    frames = _blob_frames([(20, 40), (44, 16)])
+    images = jnp.asarray(frames, jnp.float32) / 255.0
+    background = jnp.full((64, 64, 3), 60 / 255, jnp.float32)
+    on = np.zeros((2, 64, 64, 1), np.float32)
+    on[0, 17:23, 37:43], on[1, 41:47, 13:19] = 1.0, 1.0
+    on /= on.sum(axis=(1, 2), keepdims=True)
+    elsewhere = np.roll(on, 20, axis=2)
+    uniform = np.full_like(on, 1 / 4096)
+    loss = lambda p: float(foreground_attention(jnp.asarray(p) * 0.999 + 0.001 / 4096, images, background))
+    # on the foreground: the entropy of the 36 foreground pixels; elsewhere: far worse
+    assert loss(on) == pytest.approx(np.log(36), abs=0.01)
+    assert loss(uniform) == pytest.approx(np.log(4096), abs=0.01)
+    assert loss(on) < loss(uniform) < loss(elsewhere)
+    # from a flat heatmap, the logits' gradient raises the foreground and lowers the rest
+    logits = jnp.zeros((2, 64, 64, 1))
+    g = np.asarray(jax.grad(lambda z: foreground_attention(jax.nn.softmax(z.reshape(2, -1, 1), axis=1)
+                                                           .reshape(z.shape), images, background))(logits))
+    fg = on > 0
+    assert (g[fg] < 0).all() and (g[~fg] > 0).all()
+
+
+@pytest.mark.parametrize("kill_at", [1, 2])  # in the warm-up's second epoch / in the main stage
+def test_foreground_warmup_survives_kill_and_resume(tiny_cache, tmp_path, monkeypatch, kill_at):
+    """The background is recomputed from the data on a resume inside the warm-up; after it the
+    main stage needs none. Both end with the uninterrupted run's weights."""
+    cfg = TrainConfig(**TINY, num_epochs=3, warmup_epochs=2, warmup_foreground_weight=1.0)
+    T.train(cfg, tmp_path / "full", cache_dir=tiny_cache, progress=False, gif=False, validate=False)
+    real = kill_training_at_step(monkeypatch, kill_at)  # one step per epoch
+    with pytest.raises(KeyboardInterrupt):
+        T.train(cfg, tmp_path / "killed", cache_dir=tiny_cache, progress=False, gif=False, validate=False)
+    monkeypatch.setattr(T, "make_train_step", real)
+    T.train(cfg, tmp_path / "killed", resume=True, cache_dir=tiny_cache, progress=False, gif=False, validate=False)
+    assert _stages(tmp_path / "killed") == ["warmup", "warmup", "main"]
+    full = rundir.load_model(tmp_path / "full", "last")[1]
+    resumed = rundir.load_model(tmp_path / "killed", "last")[1]
+    for x, y in zip(_leaves(full), _leaves(resumed)):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_foreground_warmup_trains_and_needs_the_background(tiny_cache, tmp_path):
+    from keycld.model.keycld import KeyCLD
+
+    cfg = TrainConfig(**TINY, num_epochs=2, warmup_epochs=1, warmup_foreground_weight=1.0)
+    with pytest.raises(ValueError, match="warmup_foreground_weight = 1.0 needs the training data's background"):
+        T.make_train_step(cfg, KeyCLD.from_config(cfg))
+    with pytest.raises(ValueError, match=r"background must be a float32 \(64, 64, 3\) image in \[0, 1\], got uint8"):
+        T.make_train_step(cfg, KeyCLD.from_config(cfg), np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match="needs a heatmap model"):
+        TrainConfig(**{**TINY, "model": "fc"}, num_epochs=2, warmup_epochs=1, warmup_foreground_weight=1.0)
+    T.train(cfg, tmp_path / "run", cache_dir=tiny_cache, progress=False, gif=False, validate=False)
+    records = rundir.read_metrics(tmp_path / "run")
+    assert [r["stage"] for r in records] == ["warmup", "main"]
+    assert records[0]["train/foreground"] > 0 and "train/foreground" not in records[1]

@@ -64,8 +64,8 @@ def test_nan_stops_with_checkpoint_intact(tiny_cache, tmp_path, monkeypatch):
     cfg = TrainConfig(**TINY, num_epochs=2)
     real = T.make_train_step
 
-    def nan_make_train_step(c, m):
-        inner = real(c, m)
+    def nan_make_train_step(c, m, background=None):
+        inner = real(c, m, background)
 
         def step(state, frames, actions):
             if int(state.step) >= 5:
@@ -196,9 +196,9 @@ def test_refine_stage_trains_the_last_epochs_with_its_settings(tiny_cache, tmp_p
     built = []
     real = T.make_train_step
 
-    def recording(c, m):
+    def recording(c, m, background=None):
         built.append((c.num_predicted_steps, c.dynamics_lr_factor))
-        return real(c, m)
+        return real(c, m, background)
 
     monkeypatch.setattr(T, "make_train_step", recording)
     T.train(cfg, tmp_path / "run", cache_dir=tiny_cache, progress=False, gif=False, validate=False)
@@ -267,6 +267,10 @@ def test_explicit_flags_override_the_preset():
             cfg.warmup_epochs, cfg.warmup_sigma) == (16, 5, 4, 1.0, 0, None)  # no warm-up: no warm-up width
     args = parser.parse_args(["--environment", "acrobot", "--preset", "cpu"])
     assert config_from_args(args, parser, "no_constraint").dynamics_lr_factor == 0.2
+    args = parser.parse_args(["--environment", "acrobot", "--preset", "cpu", "--warmup_foreground_weight", "0.5"])
+    assert config_from_args(args, parser, "no_constraint").warmup_foreground_weight == 0.5
+    with pytest.raises(SystemExit):  # a foreground term needs a warm-up
+        config_from_args(parser.parse_args(["--environment", "acrobot", "--warmup_foreground_weight", "1"]), parser)
     with pytest.raises(SystemExit):
         config_from_args(parser.parse_args(["--environment", "acrobot", "--dynamics_lr_factor", "0"]), parser)
 

@@ -5,9 +5,10 @@ nearest-neighbour upsampling with skip concatenation back to h, final conv3×3.
 About 0.54 GFLOP per 64×64 frame forward at h = 32 (encoder) computed the plain way; the
 fast path (``SplitConv``) computes the same function with about 0.37 GFLOP: the convolution
 of an upsampled input runs at low resolution, and the renderer's constant seed is
-convolved once per batch instead of once per frame. The fast path also writes three gradients
+convolved once per batch instead of once per frame. The fast path also writes four gradients
 by hand where XLA's CPU autodiff is slow (``group_norm_relu``, ``narrow_conv``,
-``add_channel_bias``); together 7–10% of a training step (``benchmarks/train_step.py``).
+``add_channel_bias``, ``upsampled_conv``); per-layer times against this machine's roofline:
+``benchmarks/train_step_layers.py``.
 Those are reverse-mode only: forward-mode autodiff (``jax.jvp``, ``jacfwd``) through a network
 needs ``fast=False``, which computes the same function with plain JAX operations.
 """
@@ -31,6 +32,11 @@ _PHASE_TAPS = np.array([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], np.floa
 
 def _conv(x: jnp.ndarray, kernel: jnp.ndarray, padding) -> jnp.ndarray:
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=_DN)
+
+
+def _pad1(x: jnp.ndarray) -> jnp.ndarray:
+    """Zero-pad (N, H, W, C) by one pixel on each side of H and W."""
+    return jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
 
 
 # A 3×3 convolution with at most this many output channels, and 9·C_out ≤ 2·C_in, takes its
@@ -63,7 +69,7 @@ def _narrow_conv_bwd(res, g):
     dx = jax.vjp(lambda v: _conv(v, kernel, "SAME"), x)[1](g)[0]
     n, h, w, c_out = g.shape
     c_in = x.shape[-1]
-    gp = jnp.pad(g, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    gp = _pad1(g)
     # tap (r, c) pairs x[i, j] with g[i - r + 1, j - c + 1]
     shifted = jnp.concatenate([gp[:, 2 - r:2 - r + h, 2 - c:2 - c + w] for r in range(3) for c in range(3)], -1)
     # shifted^T @ x, not x^T @ shifted: XLA transposes the dot's left operand, which should be
@@ -83,31 +89,64 @@ def conv3x3(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
     return _conv(x, kernel, "SAME")
 
 
+def _phase_kernel(kernel: jnp.ndarray) -> jnp.ndarray:
+    """(3, 3, C_in, C_out) -> (2, 2, C_in, 4·C_out): the 2×2 low-resolution kernel of each of the
+    four output phases (a, b) of a 3×3 convolution over a nearest-neighbour ×2 upsampled input."""
+    taps = jnp.asarray(_PHASE_TAPS)
+    c_in, c_out = kernel.shape[2], kernel.shape[3]
+    return jnp.einsum("ary,bcx,yxio->rciabo", taps, taps, kernel).reshape(2, 2, c_in, 4 * c_out)
+
+
+def _interleave_phases(y: jnp.ndarray, c_out: int) -> jnp.ndarray:
+    """(N, n+1, n+1, 4·C_out) phase outputs over the padded grid -> (N, 2n, 2n, C_out): output
+    pixel (2i + a, 2j + b) is phase (a, b) at window (i + a, j + b)."""
+    n = y.shape[1] - 1
+    y = y.reshape(*y.shape[:3], 2, 2, c_out)
+    rows = [jnp.stack([y[:, a:a + n, b:b + n, a, b] for b in (0, 1)], axis=3) for a in (0, 1)]
+    return jnp.stack(rows, axis=2).reshape(y.shape[0], 2 * n, 2 * n, c_out)
+
+
+@jax.custom_vjp
 def upsampled_conv(u: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
     """conv3×3(SAME)(nearest_upsample×2(u)) computed at low resolution.
 
     Each output phase (a, b) of the upsampled grid sees a 2×2 low-resolution neighbourhood,
     so one 2×2 convolution with 4·C_out channels replaces the 3×3 one on the 4× larger
-    image: 16/36 of the FLOPs, identical result (up to float summation order).
+    image: 16/36 of the FLOPs, identical result (up to float summation order). Forward and input
+    gradient are XLA convolutions; the kernel gradient is one product of the phase gradients
+    and the 2×2 patches (XLA's CPU kernel gradient for 2×2 windows is pathologically slow,
+    3.3 s against 0.1 s).
+    Reverse mode only (like ``group_norm_relu``).
 
     Args:
         u: (N, n, n, C_in); kernel: (3, 3, C_in, C_out).
     Returns:
         (N, 2n, 2n, C_out).
     """
-    taps = jnp.asarray(_PHASE_TAPS)
-    k = jnp.einsum("ary,bcx,yxio->rciabo", taps, taps, kernel)  # (2, 2, C_in, 2, 2, C_out)
+    return _upsampled_conv_fwd(u, kernel)[0]
+
+
+def _upsampled_conv_fwd(u, kernel):
+    y = _conv(_pad1(u), _phase_kernel(kernel), "VALID")  # (N, n+1, n+1, 4·C_out)
+    return _interleave_phases(y, kernel.shape[3]), (u, kernel)
+
+
+def _upsampled_conv_bwd(res, g):
+    u, kernel = res
     c_in, c_out = kernel.shape[2], kernel.shape[3]
-    # The 2×2 VALID convolution over the zero-padded input as patches @ matrix: XLA's CPU
-    # kernel gradient for 2×2 windows is pathologically slow (3.3 s vs 0.1 s here).
     n = u.shape[1]
-    padded = jnp.pad(u, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    padded = _pad1(u)
+    phases = jax.ShapeDtypeStruct((u.shape[0], n + 1, n + 1, 4 * c_out), g.dtype)
+    gy = jax.linear_transpose(lambda y: _interleave_phases(y, c_out), phases)(g)[0]
+    k2, k2_vjp = jax.vjp(_phase_kernel, kernel)
+    du = jax.vjp(lambda x: _conv(x, k2, "VALID"), padded)[1](gy)[0][:, 1:-1, 1:-1]
     patches = jnp.concatenate([padded[:, r:r + n + 1, c:c + n + 1] for r in (0, 1) for c in (0, 1)], -1)
-    y = patches @ k.reshape(4 * c_in, 4 * c_out)  # (N, n+1, n+1, 4·C_out)
-    y = y.reshape(*y.shape[:3], 2, 2, c_out)
-    rows = [jnp.stack([y[:, a:a + n, b:b + n, a, b] for b in (0, 1)], axis=3) for a in (0, 1)]
-    out = jnp.stack(rows, axis=2)  # (N, n, 2, n, 2, C_out)
-    return out.reshape(u.shape[0], 2 * n, 2 * n, c_out)
+    # gy^T @ patches, not patches^T @ gy: XLA transposes the dot's left operand, the narrower one
+    dk2 = gy.reshape(-1, 4 * c_out).T @ patches.reshape(-1, 4 * c_in)  # (4·C_out, 4·C_in)
+    return du, k2_vjp(dk2.T.reshape(2, 2, c_in, 4 * c_out))[0]
+
+
+upsampled_conv.defvjp(_upsampled_conv_fwd, _upsampled_conv_bwd)
 
 
 class SplitConv(nn.Module):
@@ -135,7 +174,7 @@ class SplitConv(nn.Module):
             if kind == "full":
                 out = out + (conv3x3(x, w) if self.fast else _conv(x, w, "SAME"))
             elif kind == "up":
-                out = out + upsampled_conv(x, w)
+                out = out + (upsampled_conv(x, w) if self.fast else _conv(_upsample(x), w, "SAME"))
             elif kind == "static":
                 out = out + _conv(x[None], w, "SAME")
             else:

@@ -1,0 +1,207 @@
+"""Where a training step's time goes, per layer, against this machine's roofline.
+
+    python benchmarks/train_step_layers.py [--hidden 16 32] [--repeats 7]
+
+For each layer of the two U-Nets (keypoint encoder: 3 -> K channels; renderer: K Gaussian maps
+plus the static seed -> 3 channels), at the shapes of one training step (a batch of 50 frames,
+64×64), times the layer's forward and forward + backward (``jax.vjp``: gradients for its input
+and its parameters) as the fast networks compute them (``keycld.model.networks``), and
+compares each with its roofline bound, max(FLOPs / peak FLOP/s, bytes / peak bandwidth):
+
+* FLOPs: 2 · multiply-adds of the convolution, three times over for forward + backward (input
+  and kernel gradients); the elementwise layers (GroupNorm + ReLU, pooling) are counted as 0;
+* bytes: the float32 tensors the layer must read and write at least once (forward: input and
+  output; backward additionally the output gradient, the input gradient and what the gradient
+  reads back: the input for a convolution, input and output for GroupNorm + ReLU);
+* peaks, measured in the same run: a 2048² float32 matmul (FLOP/s) and ``2 · x + 1`` on an
+  array the size of the largest activation, 50 × 64 × 64 × h float32 (bytes read + written per
+  second; larger arrays stream from main memory more slowly, smaller ones from cache faster, so
+  a small layer can exceed 100% of this bound).
+
+The rows sum to the networks' layer time; the full training step (both networks, spatial
+softmax, Gaussian maps, the dynamics loss, Adam) is timed too, so the remainder is visible.
+Writes results/train_step_layers.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+BATCH = 50  # frames per training step (one 50-frame sequence)
+F32 = 4
+
+
+def _median_s(fn, args, repeats: int) -> float:
+    import jax
+
+    jax.block_until_ready(fn(*args))  # compile
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def peaks(repeats: int, stream_elements: int) -> dict:
+    """Measured float32 matmul FLOP/s and streaming bandwidth (bytes/s, over an array of
+    ``stream_elements`` floats) of this machine."""
+    import jax
+    import jax.numpy as jnp
+
+    n = 2048
+    a = jnp.ones((n, n), jnp.float32)
+    mm = _median_s(jax.jit(lambda x: x @ x), (a,), repeats)
+    big = jnp.ones((stream_elements,), jnp.float32)
+    st = _median_s(jax.jit(lambda x: 2.0 * x + 1.0), (big,), repeats)
+    return {"flops_per_s": 2 * n ** 3 / mm, "bytes_per_s": 2 * big.size * F32 / st}
+
+
+def layers(hidden: int, c_in: int, c_out: int, static: int) -> list[dict]:
+    """The fast U-Net's layers, each a dict: name, fn (a function of the input and the
+    parameters), shapes (of fn's arguments), flops_fwd, bytes_fwd, bytes_bwd."""
+    import jax.numpy as jnp
+
+    from keycld.model import networks as N
+
+    h, b = hidden, BATCH
+    rows = []
+
+    def conv(name, res, ci, co, kind="full"):
+        # kind "full": 3×3 at res²; "up": input at (res/2)², a 2×2 convolution to 4·co phase channels
+        # over the padded (res/2 + 1)² grid
+        if kind == "full":
+            macs = b * res * res * 9 * ci * co
+            x_shape = (b, res, res, ci)
+            fn = lambda x, k: N.conv3x3(x, k)
+        else:
+            lo = res // 2
+            macs = b * (lo + 1) ** 2 * 16 * ci * co
+            x_shape = (b, lo, lo, ci)
+            fn = lambda x, k: N.upsampled_conv(x, k)
+        n_in, n_out = _numel(x_shape), b * res * res * co
+        rows.append(dict(name=name, fn=fn, shapes=[x_shape, (3, 3, ci, co)], flops_fwd=2 * macs,
+                         bytes_fwd=(n_in + n_out) * F32, bytes_bwd=(2 * n_in + n_out) * F32))
+
+    def gn(name, res, c):
+        n = b * res * res * c
+        groups = min(8, c)
+        fn = lambda x, scale, bias: N.group_norm_relu(x, scale, bias, groups, 1e-6)
+        rows.append(dict(name=name, fn=fn, shapes=[(b, res, res, c), (c,), (c,)], flops_fwd=0,
+                         bytes_fwd=2 * n * F32, bytes_bwd=4 * n * F32))
+
+    def pool(name, res, c):
+        n = b * res * res * c
+        rows.append(dict(name=name, fn=lambda x: N._pool(x), shapes=[(b, res, res, c)], flops_fwd=0,
+                         bytes_fwd=n * F32 * 5 // 4, bytes_bwd=n * F32 * 9 // 4))
+
+    conv("c1 conv", 64, c_in, h)
+    if static:
+        macs = 64 * 64 * 9 * static * h
+        rows.append(dict(name="c1 static seed conv (once)", fn=lambda s, k: N._conv(s[None], k, "SAME"),
+                         shapes=[(64, 64, static), (3, 3, static, h)], flops_fwd=2 * macs,
+                         bytes_fwd=(64 * 64 * (static + h)) * F32, bytes_bwd=(64 * 64 * (2 * static + h)) * F32))
+    gn("c1 GroupNorm+ReLU", 64, h)
+    pool("pool 64->32", 64, h)
+    conv("c2 conv", 32, h, 2 * h)
+    gn("c2 GroupNorm+ReLU", 32, 2 * h)
+    pool("pool 32->16", 32, 2 * h)
+    conv("c3 conv", 16, 2 * h, 4 * h)
+    gn("c3 GroupNorm+ReLU", 16, 4 * h)
+    conv("u2 conv (upsampled c3)", 32, 4 * h, 2 * h, kind="up")
+    conv("u2 conv (skip c2)", 32, 2 * h, 2 * h)
+    gn("u2 GroupNorm+ReLU", 32, 2 * h)
+    conv("u1 conv (upsampled u2)", 64, 2 * h, h, kind="up")
+    conv("u1 conv (skip c1)", 64, h, h)
+    gn("u1 GroupNorm+ReLU", 64, h)
+    conv("out conv", 64, h, c_out)
+    return rows
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def time_layer(row: dict, repeats: int) -> tuple[float, float]:
+    """(forward s, forward + backward s) of one layer at its shapes."""
+    import jax
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    args = [jax.numpy.asarray(rng.normal(size=s).astype(np.float32)) for s in row["shapes"]]
+    fn = row["fn"]
+    fwd = jax.jit(fn)
+    out_shape = jax.eval_shape(fn, *args).shape
+    ct = jax.numpy.asarray(rng.normal(size=out_shape).astype(np.float32))
+
+    @jax.jit
+    def fwd_bwd(*a):
+        y, vjp = jax.vjp(fn, *a)
+        return y, vjp(ct)
+
+    return _median_s(fwd, args, repeats), _median_s(fwd_bwd, args, repeats)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hidden", type=int, nargs="+", default=[16, 32])
+    ap.add_argument("--repeats", type=int, default=7)
+    args = ap.parse_args()
+    import keycld  # noqa: F401  (applies the XLA flag before jax starts)
+    from _common import machine, write_results
+    from train_step import measure
+
+    data = {"machine": machine(), "peaks": {}, "batch": BATCH, "results": []}
+    table, peak_words = [], []
+    k = 1  # pendulum: one keypoint (the layer costs hardly depend on K)
+    for h in args.hidden:
+        pk = data["peaks"][str(h)] = peaks(args.repeats, BATCH * 64 * 64 * h)
+        peak_words.append(f"h = {h}: matmul {pk['flops_per_s'] / 1e9:.0f} GFLOP/s, streaming "
+                          f"{pk['bytes_per_s'] / 1e9:.1f} GB/s")
+        nets = {"encoder": layers(h, 3, k, 0), "renderer": layers(h, k, 3, max(h - k, 1))}
+        totals = {}
+        for net, rows in nets.items():
+            total = 0.0
+            for row in rows:
+                fwd_s, fb_s = time_layer(row, args.repeats)
+                flops = 3 * row["flops_fwd"]
+                nbytes = row["bytes_fwd"] + row["bytes_bwd"]
+                bound = max(flops / pk["flops_per_s"], nbytes / pk["bytes_per_s"])
+                limit = "FLOP" if flops / pk["flops_per_s"] >= nbytes / pk["bytes_per_s"] else "memory"
+                rec = dict(hidden=h, network=net, layer=row["name"], fwd_s=fwd_s, fwd_bwd_s=fb_s,
+                           gflop=flops / 1e9, mbytes=nbytes / 1e6, bound_s=bound, bound_by=limit)
+                data["results"].append(rec)
+                total += fb_s
+                table.append([str(h), net, row["name"], f"{fwd_s * 1e3:.1f}", f"{fb_s * 1e3:.1f}",
+                              f"{flops / 1e9:.2f}", f"{flops / fb_s / 1e9:.0f}" if flops else "",
+                              f"{nbytes / fb_s / 1e9:.1f}", f"{bound * 1e3:.1f} ({limit})",
+                              f"{bound / fb_s:.0%}"])
+                print(table[-1], flush=True)
+            totals[net] = total
+        step_s = measure("pendulum", h, True, args.repeats)["step_s"]  # the whole training step
+        layer_s = sum(totals.values())
+        data["results"].append(dict(hidden=h, layers_fwd_bwd_s=layer_s, step_s=step_s, **{f"{n}_s": t for n, t in totals.items()}))
+        table.append([str(h), "both", "**sum of layers** (full step)", "", f"{layer_s * 1e3:.1f} ({step_s * 1e3:.1f})",
+                      "", "", "", "", ""])
+    notes = (f"`python benchmarks/train_step_layers.py --hidden {' '.join(map(str, args.hidden))} --repeats {args.repeats}`: "
+             f"median of {args.repeats} jitted calls per layer, batch {BATCH} frames of 64×64, float32. Peaks measured "
+             f"in the same run ({'; '.join(peak_words)}; streaming over one h-channel activation). "
+             "'bound' = max(FLOPs / peak FLOP/s, bytes / peak bandwidth) for forward + backward, and which of the two "
+             "it is; '% of bound' = bound / measured time. The last row of each width compares the layers' sum with "
+             "a full training step (both networks plus softmax, Gaussian maps, dynamics loss and Adam).")
+    md = write_results("train_step_layers", data, table,
+                       ["h", "network", "layer", "fwd ms", "fwd+bwd ms", "GFLOP (f+b)", "GFLOP/s", "GB/s",
+                        "bound ms", "% of bound"], notes)
+    print(md.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -56,7 +56,8 @@ def model_card(info: dict, cfg: dict, vpt: dict | None, heldout: dict | None) ->
     """MODEL_CARD.md text from model.json's ``info``, the config and the VPT files."""
     keys = ("model", "num_hidden_dim", "batch_size", "learning_rate", "dynamics_lr_factor", "dynamics_weight",
             "bce_weight", "constraint_weight", "solver", "num_predicted_steps", "num_epochs", "refine_epochs",
-            "refine_num_predicted_steps", "refine_dynamics_lr_factor", "sigma", "seed", "init_from")
+            "refine_num_predicted_steps", "refine_dynamics_lr_factor", "refine_when", "localised_ratio",
+            "warmup_epochs", "warmup_sigma", "warmup_foreground_weight", "sigma", "seed", "init_from")
     hyper = ", ".join(f"{k}={cfg[k]}" for k in keys if k in cfg)  # older configs lack the newer keys
     wall = info.get("training_wall_time_s")
     wall_text = f"{wall / 60:.0f} min" if wall else "not recorded"

@@ -216,17 +216,19 @@ def test_export_defaults_to_the_best_epoch_and_says_so(tiny_cache, tmp_path, mon
     from keycld_gym import loading, zoo
     from test_faults import _fake_bank
 
-    cfg = TrainConfig(**TINY, num_epochs=2)
-    _scripted_vpt(monkeypatch, [3.0, 1.0, 3.0])
+    cfg = TrainConfig(**TINY, num_epochs=3, warmup_epochs=1, warmup_sigma=0.2)
+    _scripted_vpt(monkeypatch, [4.0, 3.0, 1.0, 3.0])  # the warm-up epoch's 4.0 does not count
     run = tmp_path / "run"
     T.train(cfg, run, cache_dir=tiny_cache, progress=False, gif=False)
     monkeypatch.setattr(loading, "build_bank", _fake_bank)
     best = zoo.export(run, tmp_path / "best", hardware="test", bank_size=2)
     last = zoo.export(run, tmp_path / "last", hardware="test", bank_size=2, weights="last")
     info = json.loads((best / rundir.MODEL_INFO).read_text())
-    assert info["weights"] == {"weights": "best", "epoch": 1, "val_vpt_mean": 3.0}
-    assert "best validation epoch, epoch 1 of 2 (validation VPT 3.00" in (best / rundir.MODEL_CARD).read_text()
-    assert "last epoch, epoch 2 of 2" in (last / rundir.MODEL_CARD).read_text()
+    assert info["weights"] == {"weights": "best", "epoch": 2, "val_vpt_mean": 3.0}
+    card = (best / rundir.MODEL_CARD).read_text()
+    assert "best validation epoch, epoch 2 of 3 (validation VPT 3.00" in card
+    assert "warmup_epochs=1, warmup_sigma=0.2, warmup_foreground_weight=0.0" in card  # the schedule
+    assert "last epoch, epoch 3 of 3" in (last / rundir.MODEL_CARD).read_text()
     for a, b in zip(_leaves(rundir.load_model(best)[1]), _leaves(rundir.load_model(run, "best")[1])):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(_leaves(rundir.load_model(last)[1]), _leaves(rundir.load_model(run, "last")[1])):

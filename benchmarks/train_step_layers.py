@@ -25,9 +25,8 @@ Writes results/train_step_layers.{json,md}.
 from __future__ import annotations
 
 import argparse
-import statistics
+import math
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,15 +36,13 @@ F32 = 4
 
 
 def _median_s(fn, args, repeats: int) -> float:
+    """Median seconds of the jitted ``fn(*args)`` after one compiling call."""
     import jax
 
+    from _common import median_time
+
     jax.block_until_ready(fn(*args))  # compile
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return median_time(lambda: jax.block_until_ready(fn(*args)), repeats)[0]
 
 
 def peaks(repeats: int, stream_elements: int) -> dict:
@@ -84,7 +81,7 @@ def layers(hidden: int, c_in: int, c_out: int, static: int) -> list[dict]:
             macs = b * (lo + 1) ** 2 * 16 * ci * co
             x_shape = (b, lo, lo, ci)
             fn = lambda x, k: N.upsampled_conv(x, k)
-        n_in, n_out = _numel(x_shape), b * res * res * co
+        n_in, n_out = math.prod(x_shape), b * res * res * co
         rows.append(dict(name=name, fn=fn, shapes=[x_shape, (3, 3, ci, co)], flops_fwd=2 * macs,
                          bytes_fwd=(n_in + n_out) * F32, bytes_bwd=(2 * n_in + n_out) * F32))
 
@@ -121,13 +118,6 @@ def layers(hidden: int, c_in: int, c_out: int, static: int) -> list[dict]:
     gn("u1 GroupNorm+ReLU", 64, h)
     conv("out conv", 64, h, c_out)
     return rows
-
-
-def _numel(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 def time_layer(row: dict, repeats: int) -> tuple[float, float]:

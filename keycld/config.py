@@ -233,8 +233,8 @@ class TrainConfig:
     def stage(self, epoch: int, refine_from: int | None = None) -> "TrainConfig":
         """The settings epoch ``epoch`` (0-based) trains with (see ``stage_name``): this config in
         the main stage (without the warm-up's foreground term), the loss without its dynamics
-        term and warmup_sigma in the warm-up, the refine
-        stage's loss horizon and dynamics learning rate in the refine stage."""
+        term and warmup_sigma in the warm-up, the refine stage's loss horizon and dynamics
+        learning rate in the refine stage."""
         name = self.stage_name(epoch, refine_from)
         if name == "warmup":
             return dataclasses.replace(self, dynamics_weight=0.0,

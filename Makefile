@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(VENV)/bin/keycld demo
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile -q tests
+	$(PY) -m pytest -n 2 --dist loadfile -q --durations=15 tests
 
 clean-venv:
 	rm -rf $(VENV)

@@ -232,6 +232,16 @@ def new_document(argv: list[str], mode: str, system: str, control: str, max_minu
 
 
 # ---- training subprocesses ----------------------------------------------------------------------
+def _shown(path: Path | str) -> str:
+    """``path`` as recorded in the results: relative to the repository when inside it, so that
+    committed results do not carry this machine's absolute paths."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
 def train_args(system: str, control: str, seed: int, run_dir: Path, cache_dir: Path | str, extra: list[str],
                resume: bool) -> list[str]:
     """The ``keycld train`` arguments of one seed (after ``python -m keycld.cli``)."""
@@ -403,7 +413,7 @@ def from_runs(p: StrictParser, args, argv: list[str], out_dir: Path | None) -> i
         if any(not isinstance(r.get("wall_time_s"), (int, float)) for r in records):
             p.error(f"--from_runs {path}: an epoch record has no wall_time_s")
         configs.append((path, cfg))
-        runs.append({"seed": cfg.seed, "system": cfg.environment, "run_dir": str(path), "status": "re-read",
+        runs.append({"seed": cfg.seed, "system": cfg.environment, "run_dir": _shown(path), "status": "re-read",
                      "curve": sorted((curve_point(r, r["wall_time_s"]) for r in records),
                                      key=lambda q: q["time_s"])})
     systems = {(cfg.environment, cfg.control) for _, cfg in configs}
@@ -487,7 +497,7 @@ def plan_seeds(p: StrictParser, args, runs_dir: Path, doc_path: Path, stored: di
                 rundir.check_new_run(run_dir, cfg)
         except (FileExistsError, FileNotFoundError, ValueError) as err:
             p.error(f"seed {seed}: {err}")
-        entry = entry or {"seed": seed, "system": args.system, "run_dir": str(run_dir), "elapsed_s": 0.0,
+        entry = entry or {"seed": seed, "system": args.system, "run_dir": _shown(run_dir), "elapsed_s": 0.0,
                           "curve": []}
         plans.append((entry, has_run, run_dir))
     return plans

@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 BATCH = 50  # frames per training step (one 50-frame sequence)
+GAUSSIAN_ROW = "Gaussian maps alone (inside the renderer row)"
 F32 = 4
 
 
@@ -140,6 +141,82 @@ def time_layer(row: dict, repeats: int) -> tuple[float, float]:
     return _median_s(fwd, args, repeats), _median_s(fwd_bwd, args, repeats)
 
 
+def _grad_s(fn, diff_args: tuple, const_args: tuple, repeats: int) -> float:
+    """Median seconds of forward + backward of ``fn(*diff_args, *const_args)`` (gradients for
+    ``diff_args`` only, against a fixed random cotangent), jitted."""
+    import jax
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    ct = jax.tree_util.tree_map(lambda o: jax.numpy.asarray(rng.normal(size=o.shape).astype(np.float32)),
+                                jax.eval_shape(fn, *diff_args, *const_args))
+
+    @jax.jit
+    def fwd_bwd(d, c, cotangent):
+        y, vjp = jax.vjp(lambda *a: fn(*a, *c), *d)
+        return y, vjp(cotangent)
+
+    return _median_s(fwd_bwd, (diff_args, const_args, ct), repeats)
+
+
+def components(environment: str, hidden: int, horizons: dict[str, int], repeats: int) -> list[tuple[str, float]]:
+    """Forward + backward seconds of each part of one training step (one 50-frame sequence)
+    as the step composes them: the two networks whole (jitted as one function each), the
+    keypoint head (dihedral augmentation, spatial softmax), the Gaussian maps, the loss terms,
+    the dynamics loss at each loss horizon of ``horizons`` (role -> steps) and the optimiser
+    update. The first horizon is the step's own (``benchmarks/train_step.py`` times the paper's, 4)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from keycld.config import TrainConfig
+    from keycld.losses import dynamics_loss, heatmap_bce
+    from keycld.model.keycld import KeyCLD
+    from keycld.model.keypoints import augment, gaussian_maps, spatial_softmax, unaugment
+    from keycld.train import init_state, make_optimizer
+
+    cfg = TrainConfig(environment=environment, num_hidden_dim=hidden)
+    model = KeyCLD.from_config(cfg)
+    state = init_state(cfg, model)
+    p = state.params
+    rng = np.random.default_rng(0)
+    k = model.num_keypoints
+    images = jnp.asarray(rng.uniform(size=(BATCH, 64, 64, 3)).astype(np.float32))
+    transform = jnp.asarray(rng.integers(0, 8, BATCH))
+    logits = jnp.asarray(rng.normal(size=(BATCH, 64, 64, k)).astype(np.float32))
+    kp = jnp.asarray(rng.uniform(-0.5, 0.5, (BATCH, 2 * k)).astype(np.float32))
+    action = jnp.asarray(rng.uniform(-1, 1, (model.num_actions,)).astype(np.float32))
+    enc, ren = model._encoder(), model._renderer()
+    tx = make_optimizer(cfg)
+    grads = jax.tree_util.tree_map(jnp.ones_like, p)
+
+    @jax.jit
+    def adam(params, opt_state, g):
+        updates, opt_state = tx.update(g, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    parts = [
+        ("encoder network", _grad_s(lambda q, im: enc.apply(q, im), (p["encoder"],), (images,), repeats)),
+        ("augment the frames (forward only)", _median_s(jax.jit(augment), (images, transform), repeats)),
+        ("un-augment + spatial softmax", _grad_s(lambda lg, tr: spatial_softmax(unaugment(lg, tr)),
+                                                 (logits,), (transform,), repeats)),
+        ("renderer network (from keypoints, Gaussian maps included)",
+         _grad_s(lambda q, x: ren.apply(q, x), (p["renderer"], kp), (), repeats)),
+        (GAUSSIAN_ROW, _grad_s(lambda x: gaussian_maps(x, model.sigma), (kp,), (), repeats)),
+        ("reconstruction + BCE terms",
+         _grad_s(lambda r, pr, x, im: jnp.sum((r - im) ** 2) + heatmap_bce(pr, x, model.sigma),
+                 (images, jax.nn.softmax(logits.reshape(BATCH, -1, k), axis=1).reshape(logits.shape), kp),
+                 (images,), repeats)),
+        ("gradient clip + Adam + apply", _median_s(adam, (p, state.opt_state, grads), repeats)),
+    ]
+    for role, n in horizons.items():
+        parts.append((f"dynamics loss, {role}: {n} steps from each of {BATCH - 1 - n} starts",
+                      _grad_s(lambda q, x, n=n: dynamics_loss(model, {"dynamics": q}, x, action, n),
+                              (p["dynamics"], kp), (), repeats)))
+    return parts
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hidden", type=int, nargs="+", default=[16, 32])
@@ -148,6 +225,8 @@ def main() -> None:
     import keycld  # noqa: F401  (applies the XLA flag before jax starts)
     from _common import machine, write_results
     from train_step import measure
+
+    from keycld.config import TrainConfig, preset_fields
 
     data = {"machine": machine(), "peaks": {}, "batch": BATCH, "results": []}
     table, peak_words = [], []
@@ -181,12 +260,30 @@ def main() -> None:
         data["results"].append(dict(hidden=h, layers_fwd_bwd_s=layer_s, step_s=step_s, **{f"{n}_s": t for n, t in totals.items()}))
         table.append([str(h), "both", "**sum of layers** (full step)", "", f"{layer_s * 1e3:.1f} ({step_s * 1e3:.1f})",
                       "", "", "", "", ""])
+        preset = preset_fields("cpu", "pendulum")
+        horizons = {"paper (the step's own)": TrainConfig().num_predicted_steps,
+                    "cpu preset, main stage": preset["num_predicted_steps"],
+                    "cpu preset, refine stage": preset["refine_num_predicted_steps"]}
+        parts = components("pendulum", h, horizons, args.repeats)
+        for name, sec in parts:
+            data["results"].append(dict(hidden=h, part=name, fwd_bwd_s=sec))
+            table.append([str(h), "step part", name, "", f"{sec * 1e3:.1f}", "", "", "", "", f"{sec / step_s:.0%} of step"])
+            print(table[-1], flush=True)
+        # the step's own parts: not the Gaussian maps again (the renderer row holds them) nor the
+        # dynamics losses at the preset's longer horizons
+        own = sum(sec for name, sec in parts[:len(parts) - len(horizons) + 1] if name != GAUSSIAN_ROW)
+        table.append([str(h), "step part", "**sum of parts** (full step)", "", f"{own * 1e3:.1f} ({step_s * 1e3:.1f})",
+                      "", "", "", "", f"{own / step_s:.0%} of step"])
     notes = (f"`python benchmarks/train_step_layers.py --hidden {' '.join(map(str, args.hidden))} --repeats {args.repeats}`: "
              f"median of {args.repeats} jitted calls per layer, batch {BATCH} frames of 64×64, float32. Peaks measured "
              f"in the same run ({'; '.join(peak_words)}; streaming over one h-channel activation). "
              "'bound' = max(FLOPs / peak FLOP/s, bytes / peak bandwidth) for forward + backward, and which of the two "
              "it is; '% of bound' = bound / measured time. The last row of each width compares the layers' sum with "
-             "a full training step (both networks plus softmax, Gaussian maps, dynamics loss and Adam).")
+             "a full training step (both networks plus softmax, Gaussian maps, dynamics loss and Adam). The 'step part' "
+             "rows time the step's parts whole, as it composes them (each network jitted as one function, gradients "
+             "for parameters only where the step needs no more); '% of step' is against the full step, whose "
+             "dynamics loss has the paper's horizon (4 steps); the cpu preset's horizons are the further "
+             "dynamics-loss rows.")
     md = write_results("train_step_layers", data, table,
                        ["h", "network", "layer", "fwd ms", "fwd+bwd ms", "GFLOP (f+b)", "GFLOP/s", "GB/s",
                         "bound ms", "% of bound"], notes)

@@ -291,3 +291,8 @@ def test_resume_plans(ttq, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         ttq.plan_seeds(p, args, runs, out / "time_to_quality.json", {"runs": stored["runs"][1:]}, 3600.0)
     assert exc.value.code == 2 and "does not record" in capsys.readouterr().err
+
+
+def test_run_paths_are_recorded_relative_to_the_repository(ttq, tmp_path):
+    assert ttq._shown(ROOT / "runs" / "ttq" / "pendulum-s0") == "runs/ttq/pendulum-s0"
+    assert ttq._shown(tmp_path / "a") == str((tmp_path / "a").resolve())  # outside: kept whole

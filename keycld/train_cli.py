@@ -144,7 +144,7 @@ def config_and_spec_from_args(args, parser, model: str | None = None):
         fields.update(environment=system.name, init_mode=None, control=None, system_attr=spec[1],
                       data=str(path), data_sha256=sha256(path),
                       num_runs=int(data.frames.shape[0]), num_frames=int(data.frames.shape[1]))
-    preset = preset_fields(args.preset, system) if args.preset else {}
+    preset = preset_fields(args.preset, system, fields.get("num_frames")) if args.preset else {}
     if fields.get("warmup_epochs") == 0:  # the preset's warm-up settings, for a warm-up turned off
         for name in ("warmup_sigma", "warmup_foreground_weight"):
             if name not in fields:

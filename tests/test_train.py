@@ -167,7 +167,7 @@ def test_constraint_weight_enters_the_loss(tiny_cache):
 
 
 def test_cpu_preset_keeps_the_loss_horizon_in_seconds():
-    """--preset cpu predicts 0.08 s in the dynamics loss (0.16 s when refining): 4 pendulum steps,
+    """--preset cpu predicts 0.08 s in the dynamics loss (0.32 s when refining): 4 pendulum steps,
     8 cartpole/acrobot steps; everything else is the same for every system."""
     from keycld.config import preset_fields
     from keycld.tasks import TASK_SPECS
@@ -176,7 +176,7 @@ def test_cpu_preset_keeps_the_loss_horizon_in_seconds():
     for env in ("pendulum", "cartpole", "acrobot"):
         fields = preset_fields("cpu", env)
         assert fields["num_predicted_steps"] * TASK_SPECS[env].dt == pytest.approx(0.08)
-        assert fields["refine_num_predicted_steps"] == 2 * fields["num_predicted_steps"]
+        assert fields["refine_num_predicted_steps"] * TASK_SPECS[env].dt == pytest.approx(0.32)
         cfg = TrainConfig(environment=env, **fields)  # a valid configuration
         assert (cfg.warmup_epochs, cfg.refine_when, cfg.dynamics_lr_factor) == (1, "localised", 0.2)
         others.append({k: v for k, v in fields.items() if "num_predicted_steps" not in k})
@@ -184,6 +184,21 @@ def test_cpu_preset_keeps_the_loss_horizon_in_seconds():
     assert preset_fields("paper", "cartpole") == {}
     with pytest.raises(ValueError, match="preset"):
         preset_fields("gpu", "pendulum")
+
+
+def test_cpu_preset_horizons_fit_the_datas_sequences():
+    """A fine dt or short sequences cap the preset's horizons at num_frames - 3 steps, so the
+    preset always gives a valid configuration."""
+    import dataclasses
+
+    from keycld.config import preset_fields
+    from keycld.systems import get
+
+    fine = dataclasses.replace(get("pendulum"), dt=0.002)  # 0.32 s = 160 steps
+    assert preset_fields("cpu", fine)["refine_num_predicted_steps"] == TrainConfig.num_frames - 3
+    short = preset_fields("cpu", "cartpole", num_frames=20)  # 0.08 s = 8 steps, 0.32 s = 32 steps
+    assert (short["num_predicted_steps"], short["refine_num_predicted_steps"]) == (8, 17)
+    TrainConfig(environment="cartpole", num_frames=20, **short)  # valid
 
 
 def test_refine_stage_trains_the_last_epochs_with_its_settings(tiny_cache, tmp_path, monkeypatch):

@@ -32,6 +32,13 @@ SEED_LIMIT = 2 ** 31  # training seeds lie in [0, SEED_LIMIT) (jax.random.PRNGKe
 DATA_SEED_LIMIT = 2 ** 32  # a dataset's run seeds lie in [0, DATA_SEED_LIMIT) (MuJoCo's RandomState)
 
 
+def max_predicted_steps(num_frames: int) -> int:
+    """The longest loss horizon (steps) that sequences of ``num_frames`` frames allow: the
+    dynamics loss predicts n steps from each of num_frames - 1 - n starting states
+    (``keycld.losses.dynamics_loss``), and the configuration keeps at least 2 of them."""
+    return num_frames - 3
+
+
 def check_dataset_size(num_runs: int, num_frames: int, first_seed: int = 0) -> None:
     """ValueError naming the bad value unless 1 <= num_runs <= MAX_NUM_RUNS, 3 <= num_frames <=
     MAX_NUM_FRAMES and the run seeds first_seed … first_seed + num_runs − 1 lie in [0, 2**32)."""
@@ -164,8 +171,8 @@ class TrainConfig:
                              f"{self.num_runs} minus {self.num_runs - n_train} validation runs)")
         for name in ("num_predicted_steps", "refine_num_predicted_steps"):
             v = getattr(self, name)
-            if v is not None and v > self.num_frames - 3:
-                raise ValueError(f"{name} must be <= num_frames - 3 = {self.num_frames - 3}, got {v}")
+            if v is not None and v > max_predicted_steps(self.num_frames):
+                raise ValueError(f"{name} must be <= num_frames - 3 = {max_predicted_steps(self.num_frames)}, got {v}")
         if isinstance(self.refine_epochs, bool) or not isinstance(self.refine_epochs, int) \
                 or not 0 <= self.refine_epochs <= self.num_epochs:
             raise ValueError(f"refine_epochs must be an integer in [0, num_epochs = {self.num_epochs}], "
@@ -315,7 +322,7 @@ def preset_fields(name: str, system: System | str, num_frames: int | None = None
     system = get(system) if isinstance(system, str) else system
     fields = dict(PRESETS[name])
     if name == "cpu":
-        longest = (TrainConfig.num_frames if num_frames is None else num_frames) - 3
+        longest = max_predicted_steps(TrainConfig.num_frames if num_frames is None else num_frames)
 
         def steps(seconds: float) -> int:
             return max(1, min(longest, round(seconds / system.dt)))

@@ -141,9 +141,9 @@ def time_layer(row: dict, repeats: int) -> tuple[float, float]:
     return _median_s(fwd, args, repeats), _median_s(fwd_bwd, args, repeats)
 
 
-def _grad_s(fn, diff_args: tuple, const_args: tuple, repeats: int) -> float:
-    """Median seconds of forward + backward of ``fn(*diff_args, *const_args)`` (gradients for
-    ``diff_args`` only, against a fixed random cotangent), jitted."""
+def _grad_fn(fn, diff_args: tuple, const_args: tuple) -> tuple:
+    """(g, args): ``g(*args)`` is forward + backward of ``fn(*diff_args, *const_args)``
+    (gradients for ``diff_args`` only, against a fixed random cotangent)."""
     import jax
     import numpy as np
 
@@ -151,12 +151,44 @@ def _grad_s(fn, diff_args: tuple, const_args: tuple, repeats: int) -> float:
     ct = jax.tree_util.tree_map(lambda o: jax.numpy.asarray(rng.normal(size=o.shape).astype(np.float32)),
                                 jax.eval_shape(fn, *diff_args, *const_args))
 
-    @jax.jit
     def fwd_bwd(d, c, cotangent):
         y, vjp = jax.vjp(lambda *a: fn(*a, *c), *d)
         return y, vjp(cotangent)
 
-    return _median_s(fwd_bwd, (diff_args, const_args, ct), repeats)
+    return fwd_bwd, (diff_args, const_args, ct)
+
+
+def _grad_s(fn, diff_args: tuple, const_args: tuple, repeats: int) -> float:
+    """Median seconds of forward + backward of ``fn(*diff_args, *const_args)`` (gradients for
+    ``diff_args`` only, against a fixed random cotangent), jitted."""
+    import jax
+
+    g, args = _grad_fn(fn, diff_args, const_args)
+    return _median_s(jax.jit(g), args, repeats)
+
+
+def network_grads(environment: str, hidden: int) -> dict[str, tuple]:
+    """The two networks' forward + backward as one training step computes them: name ->
+    (fn, args) with ``fn(*args)`` returning (output, gradients) for a fixed random cotangent;
+    encoder: gradients for its parameters (the frames are data); renderer: for its parameters
+    and the keypoints (Gaussian maps included)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from keycld.config import TrainConfig
+    from keycld.model.keycld import KeyCLD
+    from keycld.train import init_state
+
+    cfg = TrainConfig(environment=environment, num_hidden_dim=hidden)
+    model = KeyCLD.from_config(cfg)
+    p = init_state(cfg, model).params
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.uniform(size=(BATCH, 64, 64, 3)).astype(np.float32))
+    kp = jnp.asarray(rng.uniform(-0.5, 0.5, (BATCH, 2 * model.num_keypoints)).astype(np.float32))
+    enc, ren = model._encoder(), model._renderer()
+    return {"encoder": _grad_fn(lambda q, im: enc.apply(q, im), (p["encoder"],), (images,)),
+            "renderer": _grad_fn(lambda q, x: ren.apply(q, x), (p["renderer"], kp), ())}
 
 
 def components(environment: str, hidden: int, horizons: dict[str, int], repeats: int) -> list[tuple[str, float]]:
@@ -187,7 +219,6 @@ def components(environment: str, hidden: int, horizons: dict[str, int], repeats:
     logits = jnp.asarray(rng.normal(size=(BATCH, 64, 64, k)).astype(np.float32))
     kp = jnp.asarray(rng.uniform(-0.5, 0.5, (BATCH, 2 * k)).astype(np.float32))
     action = jnp.asarray(rng.uniform(-1, 1, (model.num_actions,)).astype(np.float32))
-    enc, ren = model._encoder(), model._renderer()
     tx = make_optimizer(cfg)
     grads = jax.tree_util.tree_map(jnp.ones_like, p)
 
@@ -196,13 +227,13 @@ def components(environment: str, hidden: int, horizons: dict[str, int], repeats:
         updates, opt_state = tx.update(g, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
+    nets = {name: _median_s(jax.jit(fn), fn_args, repeats) for name, (fn, fn_args) in network_grads(environment, hidden).items()}
     parts = [
-        ("encoder network", _grad_s(lambda q, im: enc.apply(q, im), (p["encoder"],), (images,), repeats)),
+        ("encoder network", nets["encoder"]),
         ("augment the frames (forward only)", _median_s(jax.jit(augment), (images, transform), repeats)),
         ("un-augment + spatial softmax", _grad_s(lambda lg, tr: spatial_softmax(unaugment(lg, tr)),
                                                  (logits,), (transform,), repeats)),
-        ("renderer network (from keypoints, Gaussian maps included)",
-         _grad_s(lambda q, x: ren.apply(q, x), (p["renderer"], kp), (), repeats)),
+        ("renderer network (from keypoints, Gaussian maps included)", nets["renderer"]),
         (GAUSSIAN_ROW, _grad_s(lambda x: gaussian_maps(x, model.sigma), (kp,), (), repeats)),
         ("reconstruction + BCE terms",
          _grad_s(lambda r, pr, x, im: jnp.sum((r - im) ** 2) + heatmap_bce(pr, x, model.sigma),

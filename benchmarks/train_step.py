@@ -26,6 +26,16 @@ ORIGINAL_STEP_S = {("pendulum", 32): 2.15, ("cartpole", 32): 2.05, ("pendulum", 
 FLOP_BOUND_FPS = 110.0  # 3.4 GFLOP per frame fwd+bwd at 387 GFLOP/s (plain architecture)
 
 
+def step_inputs(num_actions: int):
+    """The benchmark batch: frames (1, 50, 64, 64, 3) uint8 and actions (1, num_actions) float32,
+    fixed random values (seed 0)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (1, 50, 64, 64, 3), dtype=np.uint8)
+    return frames, rng.uniform(-2, 2, (1, num_actions)).astype(np.float32)
+
+
 def measure(environment: str, hidden: int, fast: bool, repeats: int) -> dict:
     import time
 
@@ -43,9 +53,7 @@ def measure(environment: str, hidden: int, fast: bool, repeats: int) -> dict:
     import keycld.train as T
     state = init_state(cfg, model)
     step = T.make_train_step(cfg, model)
-    rng = np.random.default_rng(0)
-    frames = rng.integers(0, 255, (1, 50, 64, 64, 3), dtype=np.uint8)
-    act = rng.uniform(-2, 2, (1, model.num_actions)).astype(np.float32)
+    frames, act = step_inputs(model.num_actions)
     t = time.perf_counter()
     state, m = step(state, frames, act)
     jax.block_until_ready(m)

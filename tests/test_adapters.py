@@ -263,7 +263,8 @@ def test_functional_jax_env_equals_core_rollout(core):
         assert term is False and trunc is False and set(info) == {"energy", "constraint_residual"}
     # The env renders its own state (close to, not bit-equal to, the eager core rollout's s_c)
     # through the jitted core render: equal to the eager render of that state up to uint8 rounding.
-    frame, expected = np.asarray(env.render()).astype(int), np.asarray(F.render(F.state_from_vector(env.state), core)).astype(int)
+    frame = np.asarray(env.render()).astype(int)
+    expected = np.asarray(F.render(F.state_from_vector(env.state), core)).astype(int)
     assert frame.shape == expected.shape == (64, 64, 3)
     assert np.abs(frame - expected).max() <= 1 and np.mean(frame != expected) < 1e-3
     bad = np.full(core.model.system.action_dim, 1.5, np.float32)

@@ -1,18 +1,21 @@
 """Training throughput of the full KeyCLD loss (forward + backward + Adam), in one run.
 
-    python benchmarks/train_step.py [--repeats 5]
+    python benchmarks/train_step.py [--repeats 5] [--rounds 1]
 
 Rows: pendulum and cartpole at the paper's configuration (h = 32, 50 frames, batch 1, Euler,
 4 predicted steps), the --preset cpu width (h = 16), the plain U-Net computation (same
-function, no SplitConv) as an in-run baseline, and each with and without the XLA flag
-(KEYCLD_NO_XLA_FLAGS=1 in a subprocess, since the flag must be set before jax starts).
+function, no SplitConv) as an in-run baseline, each in a subprocess per process setting
+(both must be set before the process, or jax, starts): as ``keycld train`` runs (XLA flag on,
+tcmalloc), with glibc's malloc instead (``KEYCLD_ALLOCATOR=system``; page faults and system CPU
+time per step are recorded), and without the XLA flag (``KEYCLD_NO_XLA_FLAGS=1``).
+``--rounds`` R runs the settings' subprocesses R times in turn and reports each row's median
+over the rounds (this machine's speed drifts by ±15% within minutes).
 The paper code's step times (``ORIGINAL_STEP_S``: pendulum 2.15 s, cartpole 2.05 s per 50-frame
 step at h = 32; pendulum 0.64 s at h = 16) are constants for this machine type that this script
 does not measure; where they come from: benchmarks/results/history/README.md.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -37,6 +40,7 @@ def step_inputs(num_actions: int):
 
 
 def measure(environment: str, hidden: int, fast: bool, repeats: int) -> dict:
+    import resource
     import time
 
     import jax
@@ -59,62 +63,102 @@ def measure(environment: str, hidden: int, fast: bool, repeats: int) -> dict:
     jax.block_until_ready(m)
     compile_s = time.perf_counter() - t
     times = []
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(repeats):
         t = time.perf_counter()
         state, m = step(state, frames, act)
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
     med = float(np.median(times))
     return dict(environment=environment, hidden=hidden, fast=fast, compile_s=compile_s, step_s=med,
-                times_s=times, frames_per_s=50 / med, epoch_s=450 * med)
+                times_s=times, frames_per_s=50 / med, epoch_s=450 * med,
+                page_faults_per_step=(r1.ru_minflt - r0.ru_minflt) / repeats,
+                system_s_per_step=(r1.ru_stime - r0.ru_stime) / repeats)
 
 
 def child(args) -> None:
+    from keycld._allocator import tcmalloc_loaded
+
     out = [measure(e, h, f, args.repeats) for e, h, f in json.loads(args.child)]
+    for r in out:
+        r["tcmalloc"] = tcmalloc_loaded()
     print("RESULT " + json.dumps(out))
 
 
+def setting_env(xla_flag: bool, tcmalloc: bool) -> dict[str, str]:
+    """The environment of a measuring subprocess: the XLA flag on or off, tcmalloc preloaded or
+    glibc's malloc (ValueError when tcmalloc is asked for and not installed)."""
+    from keycld import _allocator
+
+    env = {k: v for k, v in os.environ.items() if k not in ("KEYCLD_NO_XLA_FLAGS", _allocator.REEXEC_VAR)}
+    env["LD_PRELOAD"] = " ".join(p for p in env.get("LD_PRELOAD", "").split() if "tcmalloc" not in p)
+    if not xla_flag:
+        env["KEYCLD_NO_XLA_FLAGS"] = "1"
+    if tcmalloc:
+        env[_allocator.ALLOCATOR_VAR] = "tcmalloc"
+        env = _allocator.tcmalloc_environment(env, _allocator.find_tcmalloc())
+    return env
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=5)
+    from keycld.cliutil import StrictParser, positive_int
+
+    ap = StrictParser()
+    ap.add_argument("--repeats", type=positive_int, default=5)
+    ap.add_argument("--rounds", type=positive_int, default=1)
     ap.add_argument("--child", default=None)
     args = ap.parse_args()
     if args.child:
         return child(args)
+    import numpy as np
+
     from _common import machine, write_results
 
-    cases = [("pendulum", 32, True), ("pendulum", 32, False), ("cartpole", 32, True), ("pendulum", 16, True)]
-    rows, data = [], {"machine": machine(), "results": []}
-    for flag in (True, False):
-        env = dict(os.environ)
-        if flag:
-            env.pop("KEYCLD_NO_XLA_FLAGS", None)
-        else:
-            env["KEYCLD_NO_XLA_FLAGS"] = "1"
-        cmd = [sys.executable, __file__, "--repeats", str(args.repeats), "--child", json.dumps(cases)]
-        res = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        line = [l for l in res.stdout.splitlines() if l.startswith("RESULT ")]
-        if not line:
-            raise RuntimeError(res.stderr[-3000:])
-        for r in json.loads(line[0][7:]):
-            r["xla_flag"] = flag
-            data["results"].append(r)
+    cases = [("pendulum", 32, True), ("pendulum", 32, False), ("cartpole", 32, True), ("pendulum", 16, True),
+             ("cartpole", 16, True)]
+    settings = [(True, True), (True, False), (False, True)]  # (XLA flag, tcmalloc)
+    per_round: dict[tuple, list[dict]] = {}
+    for _ in range(args.rounds):
+        for flag, tc in settings:
+            cmd = [sys.executable, __file__, "--repeats", str(args.repeats), "--child", json.dumps(cases)]
+            res = subprocess.run(cmd, env=setting_env(flag, tc), capture_output=True, text=True)
+            line = [l for l in res.stdout.splitlines() if l.startswith("RESULT ")]
+            if not line:
+                raise RuntimeError(res.stderr[-3000:])
+            for r in json.loads(line[0][7:]):
+                if r["tcmalloc"] != tc:
+                    raise RuntimeError(f"the subprocess ran with tcmalloc {r['tcmalloc']}, expected {tc}")
+                r["xla_flag"] = flag
+                per_round.setdefault((flag, tc, r["environment"], r["hidden"], r["fast"]), []).append(r)
+    rows, data = [], {"machine": machine(), "rounds": args.rounds, "results": []}
+    for runs in per_round.values():
+        r = dict(runs[0])
+        for key in ("step_s", "page_faults_per_step", "system_s_per_step", "compile_s"):
+            r[key] = float(np.median([x[key] for x in runs]))
+        r["step_s_per_round"] = [x["step_s"] for x in runs]
+        r["frames_per_s"], r["epoch_s"] = 50 / r["step_s"], 450 * r["step_s"]
+        data["results"].append(r)
     for r in data["results"]:
         orig = ORIGINAL_STEP_S.get((r["environment"], r["hidden"]))
         rows.append([r["environment"], str(r["hidden"]), "SplitConv" if r["fast"] else "plain U-Net",
-                     "on" if r["xla_flag"] else "off", f"{r['step_s']:.3f}", f"{r['frames_per_s']:.1f}",
-                     f"{r['epoch_s'] / 60:.1f}",
+                     "on" if r["xla_flag"] else "off", "tcmalloc" if r["tcmalloc"] else "glibc",
+                     f"{r['step_s']:.3f}", f"{r['frames_per_s']:.1f}", f"{r['epoch_s'] / 60:.1f}",
+                     f"{r['page_faults_per_step']:.0f}", f"{r['system_s_per_step']:.3f}",
                      f"{orig / r['step_s']:.2f}×" if orig else "",
                      f"{r['frames_per_s'] / FLOP_BOUND_FPS:.0%}" if r["hidden"] == 32 else ""])
-    notes = (f"`python benchmarks/train_step.py --repeats {args.repeats}`: median of {args.repeats} jitted steps "
-             "(one 50-frame sequence, loss forward + backward + Adam). 'vs original' divides the original "
+    notes = (f"`python benchmarks/train_step.py --repeats {args.repeats} --rounds {args.rounds}`: median of "
+             f"{args.repeats} jitted steps (one 50-frame sequence, loss forward + backward + Adam) per subprocess, "
+             f"median over {args.rounds} round(s) of the settings' subprocesses run in turn. 'allocator': tcmalloc "
+             "(as the keycld command runs) or glibc's malloc; 'faults' = minor page faults and 'sys s' = system "
+             "CPU seconds per step. 'vs original' divides the original "
              "code's step time on this machine type for the same system (the ORIGINAL_STEP_S constants: pendulum 2.15 s at h=32 and "
              "0.64 s at h=16, cartpole 2.05 s at h=32) by ours. "
              "'of bound' = frames/s over the ~110 frames/s FLOP bound of the plain architecture (3.4 GFLOP "
              "per frame at 387 GFLOP/s).")
     md = write_results("train_step", data, rows,
-                       ["system", "h", "U-Net", "XLA flag", "step s", "frames/s", "epoch min (450 steps)",
-                        "vs original", "of bound"], notes)
+                       ["system", "h", "U-Net", "XLA flag", "allocator", "step s", "frames/s",
+                        "epoch min (450 steps)", "faults", "sys s", "vs original", "of bound"], notes)
     print(md.read_text())
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from keycld._allocator import reexec_under_tcmalloc
 from keycld._xla import configure_xla
 
 configure_xla()
@@ -82,6 +83,12 @@ def build_parser(registrars=()) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, registrars=()) -> int:
     """Run the command line (``python -m keycld.cli``: keycld's own subcommands; the installed
     ``keycld`` command is :func:`agents.cli.main`, which adds export and demo)."""
+    if argv is None:  # a process started from the command line: under tcmalloc (keycld._allocator)
+        try:
+            reexec_under_tcmalloc()
+        except ValueError as err:
+            print(f"keycld: error: {err}", file=sys.stderr)
+            return 2
     parser = build_parser(registrars)
     args = parser.parse_args(argv)
     return args.func(args, args.parser) or 0

@@ -6,7 +6,7 @@ Rows: pendulum and cartpole at the paper's configuration (h = 32, 50 frames, bat
 4 predicted steps), the --preset cpu width (h = 16), the plain U-Net computation (same
 function, no SplitConv) as an in-run baseline, each in a subprocess per process setting
 (both must be set before the process, or jax, starts): as ``keycld train`` runs (XLA flag on,
-tcmalloc), with glibc's malloc instead (``KEYCLD_ALLOCATOR=system``; page faults and system CPU
+tcmalloc), with glibc's malloc instead (no tcmalloc preloaded, as ``KEYCLD_ALLOCATOR=system``; page faults and system CPU
 time per step are recorded), and without the XLA flag (``KEYCLD_NO_XLA_FLAGS=1``).
 ``--rounds`` R runs the settings' subprocesses R times in turn and reports each row's median
 over the rounds (this machine's speed drifts by ±15% within minutes).
@@ -97,7 +97,7 @@ def setting_env(xla_flag: bool, tcmalloc: bool) -> dict[str, str]:
         env["KEYCLD_NO_XLA_FLAGS"] = "1"
     if tcmalloc:
         env[_allocator.ALLOCATOR_VAR] = "tcmalloc"
-        env = _allocator.tcmalloc_environment(env, _allocator.find_tcmalloc())
+        env = _allocator.tcmalloc_environment(env)
     return env
 
 

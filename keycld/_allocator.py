@@ -24,7 +24,7 @@ from __future__ import annotations
 import ctypes.util
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 ALLOCATOR_VAR = "KEYCLD_ALLOCATOR"
 ALLOCATORS = ("auto", "tcmalloc", "system")
@@ -61,14 +61,16 @@ def allocator_choice(environ: Mapping[str, str]) -> str:
     return choice
 
 
-def tcmalloc_environment(environ: Mapping[str, str], library: str | None) -> dict[str, str] | None:
-    """The environment to re-execute with: ``environ`` with ``library`` first in ``LD_PRELOAD``;
-    None when nothing is to change (``KEYCLD_ALLOCATOR=system``, already re-executed or preloaded,
-    or ``auto`` with no ``library``). ValueError for a bad ``KEYCLD_ALLOCATOR`` and for
-    ``tcmalloc`` with no ``library``."""
+def tcmalloc_environment(environ: Mapping[str, str],
+                         find_library: Callable[[], str | None] = find_tcmalloc) -> dict[str, str] | None:
+    """The environment to re-execute with: ``environ`` with the library ``find_library()`` names
+    first in ``LD_PRELOAD``; None when nothing is to change (``KEYCLD_ALLOCATOR=system``, already
+    re-executed or preloaded, or ``auto`` with no library; the library is looked up only when
+    needed). ValueError for a bad ``KEYCLD_ALLOCATOR`` and for ``tcmalloc`` with no library."""
     choice = allocator_choice(environ)
     if choice == "system" or environ.get(REEXEC_VAR) == "1" or "tcmalloc" in environ.get("LD_PRELOAD", ""):
         return None
+    library = find_library()
     if library is None:
         if choice == "tcmalloc":
             raise ValueError(f"{ALLOCATOR_VAR}=tcmalloc, but no tcmalloc library is installed (Debian/Ubuntu: "
@@ -88,7 +90,7 @@ def reexec_under_tcmalloc() -> None:
     ValueError as :func:`tcmalloc_environment`."""
     if not sys.platform.startswith("linux"):
         return
-    env = tcmalloc_environment(os.environ, find_tcmalloc())
+    env = tcmalloc_environment(os.environ)
     if env is None:
         return
     sys.stdout.flush()

@@ -12,16 +12,16 @@ missing_of() {
 }
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-install() {
+apt_install() {
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@"
 }
 required=$(missing_of libegl1 libgl1 libgl1-mesa-dri libglvnd0)
 if [ -n "$required" ]; then
   echo "installing Debian packages for headless rendering: $required"
-  install $required
+  apt_install $required
 fi
 optional=$(missing_of libtcmalloc-minimal4)
 if [ -n "$optional" ]; then
   echo "installing tcmalloc for faster training steps: $optional"
-  install $optional || echo "warning: could not install $optional; keycld runs with glibc's malloc" >&2
+  apt_install $optional || echo "warning: could not install $optional; keycld runs with glibc's malloc" >&2
 fi

@@ -14,33 +14,33 @@ LIB = "libtcmalloc_minimal.so.4"
 
 
 def test_auto_preloads_the_library_first_and_marks_the_reexec():
-    env = A.tcmalloc_environment({"LD_PRELOAD": "libother.so", "PATH": "/bin"}, LIB)
+    env = A.tcmalloc_environment({"LD_PRELOAD": "libother.so", "PATH": "/bin"}, lambda: LIB)
     assert env["LD_PRELOAD"] == f"{LIB} libother.so"
     assert env[A.REEXEC_VAR] == "1" and env["PATH"] == "/bin"
-    assert A.tcmalloc_environment({}, LIB)["LD_PRELOAD"] == LIB
+    assert A.tcmalloc_environment({}, lambda: LIB)["LD_PRELOAD"] == LIB
 
 
 @pytest.mark.parametrize("environ", [{A.ALLOCATOR_VAR: "system"}, {A.REEXEC_VAR: "1"},
                                      {"LD_PRELOAD": "/usr/lib/libtcmalloc.so.4"}])
 def test_nothing_changes_when_opted_out_already_reexecuted_or_preloaded(environ):
-    assert A.tcmalloc_environment(environ, LIB) is None
+    assert A.tcmalloc_environment(environ, lambda: LIB) is None
 
 
 def test_missing_library():
-    assert A.tcmalloc_environment({}, None) is None  # auto: glibc's malloc
+    assert A.tcmalloc_environment({}, lambda: None) is None  # auto: glibc's malloc
     with pytest.raises(ValueError, match="libtcmalloc-minimal4"):
-        A.tcmalloc_environment({A.ALLOCATOR_VAR: "tcmalloc"}, None)
+        A.tcmalloc_environment({A.ALLOCATOR_VAR: "tcmalloc"}, lambda: None)
 
 
 def test_bad_choice_is_named_with_the_allowed_ones():
     with pytest.raises(ValueError, match=r"KEYCLD_ALLOCATOR='jemalloc'.*auto, tcmalloc, system"):
-        A.tcmalloc_environment({A.ALLOCATOR_VAR: "jemalloc"}, LIB)
+        A.tcmalloc_environment({A.ALLOCATOR_VAR: "jemalloc"}, lambda: LIB)
 
 
 def test_command_rejects_a_bad_choice_before_any_work(tmp_path):
     env = dict(os.environ, KEYCLD_ALLOCATOR="jemalloc")
     res = subprocess.run([sys.executable, "-m", "keycld.cli", "train", "--environment", "pendulum",
-                          "--run_dir", str(tmp_path / "run")], env=env, capture_output=True, text=True)
+                          "--out", str(tmp_path / "run")], env=env, capture_output=True, text=True)
     assert res.returncode == 2
     assert "KEYCLD_ALLOCATOR='jemalloc'" in res.stderr and not (tmp_path / "run").exists()
 

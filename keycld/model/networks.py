@@ -115,7 +115,7 @@ def upsampled_conv(u: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
     image: 16/36 of the FLOPs, identical result (up to float summation order). Forward and input
     gradient are XLA convolutions; the kernel gradient is one product of the phase gradients
     and the 2×2 patches. (XLA's CPU kernel gradient for a 2×2 window whose padding is part of
-    the convolution takes 0.7–3.7 s per call at the U-Nets' shapes; for the explicitly padded
+    the convolution takes seconds per call at the U-Nets' shapes; for the explicitly padded
     form here, XLA's own gradient and this one make the training step equally fast:
     ``benchmarks/step_variants.py``, ``benchmarks/conv_kernels.py``.)
     Reverse mode only (like ``group_norm_relu``).

@@ -102,7 +102,6 @@ def setting_env(xla_flag: bool, tcmalloc: bool) -> dict[str, str]:
     """The environment of a measuring subprocess: the XLA flag on or off, tcmalloc preloaded or
     glibc's malloc (ValueError when tcmalloc is asked for and not installed)."""
     from keycld import _allocator
-
     from keycld._xla import YNN_FLAG
 
     env = {k: v for k, v in os.environ.items() if k not in ("KEYCLD_NO_XLA_FLAGS", _allocator.REEXEC_VAR)}

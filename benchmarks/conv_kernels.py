@@ -13,7 +13,7 @@ alone, in the same run, by
   alone (the kernel XLA picks for that one op); and what the step runs, as one jitted ``jax.vjp``
   of the fast network's function for that layer (``conv3x3``, which takes the hand-written
   ``narrow_conv`` gradient for the last layer, or ``upsampled_conv``, with its hand-written
-  kernel gradient: XLA's own for the 2×2 phase form is the slow column here);
+  kernel gradient; the bare 2×2 phase form pads first and convolves VALID, as the network does);
 * PyTorch's CPU convolution (oneDNN), channels-last, all cores: forward + both gradients
   (``torch.autograd.grad``), the reference for what a tuned convolution library reaches on the
   same shape on this machine;
@@ -95,10 +95,12 @@ def time_xla(conv: dict, repeats: int) -> dict:
     w3 = jax.numpy.asarray(rng.normal(size=(3, 3, conv["c_in"], conv["c_out"] // (1 if s == 3 else 4)))
                            .astype(np.float32))
     ct_step = jax.numpy.asarray(rng.normal(size=jax.eval_shape(layer, x, w3).shape).astype(np.float32))
-    if conv["input_grad"]:
-        step = lambda x, w, ct: jax.vjp(layer, x, w)[1](ct)
-    else:
-        step = lambda x, w, ct: jax.vjp(lambda v: layer(x, v), w)[1](ct)
+    def step(x, w, ct):  # the output is returned too, or XLA would drop the forward convolution
+        if conv["input_grad"]:
+            y, vjp = jax.vjp(layer, x, w)
+        else:
+            y, vjp = jax.vjp(lambda v: layer(x, v), w)
+        return y, vjp(ct)
     fns = {"fwd": (lambda x, w, ct: f(x, w), (x, w, ct)),
            "dx": (lambda x, w, ct: jax.vjp(lambda v: f(v, w), x)[1](ct)[0], (x, w, ct)),
            "dw": (lambda x, w, ct: jax.vjp(lambda v: f(x, v), w)[1](ct)[0], (x, w, ct)),

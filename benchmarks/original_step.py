@@ -129,11 +129,13 @@ def main() -> None:
         cases = json.loads(args.cases)
     except json.JSONDecodeError as e:
         ap.error(f"--cases {args.cases!r}: not JSON ({e})")
-    for case in cases if isinstance(cases, list) else [cases]:
+    if not isinstance(cases, list) or not cases:
+        ap.error(f"--cases {args.cases!r}: must be a non-empty JSON list of [environment, hidden] pairs")
+    for case in cases:
         if (not isinstance(case, list) or len(case) != 2 or case[0] not in NUM_KEYPOINTS
                 or not isinstance(case[1], int) or case[1] < 8 or case[1] % 8):
             ap.error(f"--cases: bad case {case!r}; allowed: [environment, hidden] with environment one of "
-                     f"{sorted(NUM_KEYPOINTS)} and hidden a multiple of 8")
+                     f"{sorted(NUM_KEYPOINTS)} and hidden a positive multiple of 8")
     print("RESULT " + json.dumps([measure(args.src, env, h, args.repeats) for env, h in cases]))
 
 

@@ -4,8 +4,9 @@
 
 This machine's speed drifts by more than 10% within minutes, so variants measured in separate
 processes minutes apart cannot be told apart at that level. Here every variant of the full
-training step (the cpu preset's loss, forward + backward + Adam, one 50-frame sequence) is
-compiled in the same process, and each round calls every variant once, in a shuffled order;
+training step (``TrainConfig`` defaults, the paper's loss with 4 predicted steps, at width
+``--hidden``: forward + backward + Adam, one 50-frame sequence) is compiled in the same process,
+and each round calls every variant once, in a shuffled order (seeded);
 the table gives each variant's median step and the median over rounds of its ratio to the step
 as shipped in the same round.
 
@@ -21,6 +22,7 @@ Writes results/step_variants.{json,md}.
 """
 from __future__ import annotations
 
+import contextlib
 import random
 import sys
 from pathlib import Path
@@ -49,20 +51,34 @@ def _autodiff(networks, name: str) -> None:
 CODE_VARIANTS = [f"autodiff: {n}" for n in ("upsampled_conv", "add_channel_bias", "narrow_conv", "group_norm_relu")]
 
 
-def build(environment: str, hidden: int, variant: str):
-    """(compiled step, its arguments) for one variant."""
-    import jax
-
-    from keycld.config import TrainConfig
+@contextlib.contextmanager
+def variant_networks(variant: str):
+    """Within the block, ``keycld.model.networks`` is as the variant needs it (an "autodiff: "
+    variant replaces that function); afterwards every name of the module is as it was."""
     from keycld.model import networks
-    from keycld.model.keycld import KeyCLD
-    from keycld.train import init_state, make_train_step
-    from train_step import step_inputs
 
     saved = dict(vars(networks))
     try:
         if variant.startswith("autodiff: "):
             _autodiff(networks, variant.removeprefix("autodiff: "))
+        yield networks
+    finally:
+        for name in set(vars(networks)) - set(saved):
+            delattr(networks, name)
+        for name, value in saved.items():
+            setattr(networks, name, value)
+
+
+def build(environment: str, hidden: int, variant: str):
+    """(compiled step, host copy of the initial state, frames, actions) for one variant."""
+    import jax
+
+    from keycld.config import TrainConfig
+    from keycld.model.keycld import KeyCLD
+    from keycld.train import init_state, make_train_step
+    from train_step import step_inputs
+
+    with variant_networks(variant):
         cfg = TrainConfig(environment=environment, num_hidden_dim=hidden)
         model = KeyCLD.from_config(cfg)
         state = init_state(cfg, model)
@@ -70,9 +86,6 @@ def build(environment: str, hidden: int, variant: str):
         lowered = make_train_step(cfg, model).lower(state, frames, actions)
         compiled = lowered.compile(compiler_options=COMPILE_OPTIONS[variant]) if variant in COMPILE_OPTIONS \
             else lowered.compile()
-    finally:
-        for k, v in saved.items():
-            setattr(networks, k, v)
     host_state = jax.device_get(state)
     return compiled, host_state, frames, actions
 
@@ -102,8 +115,9 @@ def main() -> None:
         _, metrics = step(jax.device_put(state), frames, actions)
         losses[v] = float(metrics["loss"])
     times = {v: [] for v in variants}
+    order = random.Random(0)
     for _ in range(args.rounds):
-        for v in random.sample(variants, len(variants)):
+        for v in order.sample(variants, len(variants)):
             step, state, frames, actions = built[v]
             fresh = jax.block_until_ready(jax.device_put(state))  # the step donates its state
             t = time.perf_counter()

@@ -136,9 +136,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         return child(args)
-    if args.original_src is not None and not (args.original_src / "keycld" / "losses.py").is_file():
-        ap.error(f"--original-src {args.original_src}: no keycld/losses.py there; "
-                 "pass a checkout of github.com/rdaems/keycld")
+    if args.original_src is not None:
+        if not (args.original_src / "keycld" / "losses.py").is_file():
+            ap.error(f"--original-src {args.original_src}: no keycld/losses.py there; "
+                     "pass a checkout of github.com/rdaems/keycld")
+        args.original_src = args.original_src.resolve()  # its subprocess runs elsewhere
     import numpy as np
 
     from _common import machine, write_results
@@ -161,8 +163,9 @@ def main() -> None:
                 if r["tcmalloc"] != tc:
                     raise RuntimeError(f"the subprocess ran with tcmalloc {r['tcmalloc']}, expected {tc}")
                 if ynn_flag_set(r["xla_flags"]) != flag:
-                    raise RuntimeError(f"the subprocess ran with XLA_FLAGS={r['xla_flags']!r}, expected the "
-                                       f"YNN flag {'on' if flag else 'off'}")
+                    raise RuntimeError(f"the subprocess ran with XLA_FLAGS={r['xla_flags']!r}, expected keycld's "
+                                       f"YNN flag {'on' if flag else 'off'} (this script needs jax 0.10.x and no "
+                                       "YNN setting of your own in XLA_FLAGS)")
                 r["xla_flag"] = flag
                 per_round.setdefault((flag, tc, r["environment"], r["hidden"], r["fast"]), []).append(r)
     rows, data = [], {"machine": machine(), "rounds": args.rounds, "results": []}

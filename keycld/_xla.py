@@ -1,6 +1,6 @@
 """XLA CPU settings that must be in the environment before jax creates its CPU backend.
 
-With jax 0.10 on CPU, the default YNNPACK fusion makes the KeyCLD training step 1.2–1.6×
+With jax 0.10 on CPU, the default YNNPACK fusion makes the KeyCLD training step 1.2–1.45×
 slower (``benchmarks/train_step.py`` measures both settings). The flag is appended to
 whatever ``XLA_FLAGS`` the user already has; ``KEYCLD_NO_XLA_FLAGS=1`` opts out.
 

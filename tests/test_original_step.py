@@ -32,7 +32,6 @@ STAND_IN = {
         "        return {'encoder': {'w': jnp.ones(self.num_hidden_dim)}, 'mass_matrix': {'m': jnp.ones(1)}}\n"),
     "keycld/losses.py": (
         "import jax.numpy as jnp\n"
-        "MARKER = 'stand-in'\n"
         "def loss_fn_step(dw, bw, steps, solver, model, params, item, perm):\n"
         "    assert item['x'].shape == (50, 64, 64, 3) and perm.shape == (50,) and solver == 'euler'\n"
         "    loss = (params['encoder']['w'].sum() * item['x'].mean()) ** 2 + params['mass_matrix']['m'].sum()\n"
@@ -71,6 +70,8 @@ def test_times_the_checkout_given_not_our_package(stand_in):
     (["--cases", '[["pendulum", 12]]'], "multiple of 8"),
     (["--cases", '[["walker", 16]]'], "'walker'"),
     (["--cases", '[["pendulum", 16]'], "not JSON"),
+    (["--cases", '[]'], "non-empty JSON list"),
+    (["--cases", '{"pendulum": 16}'], "non-empty JSON list"),
     (["--repeats", "0"], "--repeats"),
 ])
 def test_bad_arguments_exit_2_before_any_work(stand_in, args, message):

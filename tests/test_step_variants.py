@@ -51,3 +51,14 @@ def test_autodiff_variant_matches_the_hand_written_gradient(sv, name):
     for g_plain, g_fast in zip(jax.grad(lambda *v: loss(plain, *v), argnums=tuple(range(len(xs))))(*xs),
                                jax.grad(lambda *v: loss(fast, *v), argnums=tuple(range(len(xs))))(*xs)):
         np.testing.assert_allclose(g_plain, g_fast, rtol=1e-4, atol=1e-5)
+
+
+def test_variant_networks_restores_the_module(sv):
+    before = dict(vars(networks))
+    with sv.variant_networks("autodiff: group_norm_relu") as patched:
+        assert patched.group_norm_relu is not before["group_norm_relu"]
+        patched.extra_name = 1
+    assert dict(vars(networks)) == before
+    with pytest.raises(RuntimeError), sv.variant_networks("autodiff: upsampled_conv"):
+        raise RuntimeError("a failed build")
+    assert networks.upsampled_conv is before["upsampled_conv"]

@@ -59,9 +59,14 @@ def convolutions(h: int) -> list[dict]:
     ]
 
 
+def out_grid(conv: dict) -> int:
+    """Side of the convolution's output grid (its input padded by ``pad`` on each side)."""
+    return conv["grid"] + 2 * conv["pad"] - conv["size"] + 1
+
+
 def flops(conv: dict) -> float:
     """Forward FLOPs (2 · multiply-adds) of a convolution over a batch."""
-    out = conv["grid"] + 2 * conv["pad"] - conv["size"] + 1
+    out = out_grid(conv)
     return 2.0 * BATCH * out * out * conv["size"] ** 2 * conv["c_in"] * conv["c_out"]
 
 
@@ -76,8 +81,7 @@ def time_xla(conv: dict, repeats: int) -> dict:
     from keycld.model import networks
 
     rng = np.random.default_rng(0)
-    g, s, p = conv["grid"], conv["size"], conv["pad"]
-    out = g + 2 * p - s + 1
+    g, s, out = conv["grid"], conv["size"], out_grid(conv)
     x = jax.numpy.asarray(rng.normal(size=(BATCH, g, g, conv["c_in"])).astype(np.float32))
     w = jax.numpy.asarray(rng.normal(size=(s, s, conv["c_in"], conv["c_out"])).astype(np.float32))
     ct = jax.numpy.asarray(rng.normal(size=(BATCH, out, out, conv["c_out"])).astype(np.float32))
@@ -95,12 +99,14 @@ def time_xla(conv: dict, repeats: int) -> dict:
     w3 = jax.numpy.asarray(rng.normal(size=(3, 3, conv["c_in"], conv["c_out"] // (1 if s == 3 else 4)))
                            .astype(np.float32))
     ct_step = jax.numpy.asarray(rng.normal(size=jax.eval_shape(layer, x, w3).shape).astype(np.float32))
+
     def step(x, w, ct):  # the output is returned too, or XLA would drop the forward convolution
         if conv["input_grad"]:
             y, vjp = jax.vjp(layer, x, w)
         else:
             y, vjp = jax.vjp(lambda v: layer(x, v), w)
         return y, vjp(ct)
+
     fns = {"fwd": (lambda x, w, ct: f(x, w), (x, w, ct)),
            "dx": (lambda x, w, ct: jax.vjp(lambda v: f(v, w), x)[1](ct)[0], (x, w, ct)),
            "dw": (lambda x, w, ct: jax.vjp(lambda v: f(x, v), w)[1](ct)[0], (x, w, ct)),
@@ -125,7 +131,7 @@ def time_torch(conv: dict, repeats: int) -> float:
     x = torch.randn(BATCH, conv["c_in"], g, g, generator=gen).to(memory_format=torch.channels_last)
     x.requires_grad_(conv["input_grad"])
     w = torch.randn(conv["c_out"], conv["c_in"], s, s, generator=gen).to(memory_format=torch.channels_last).requires_grad_()
-    out = g + 2 * p - s + 1
+    out = out_grid(conv)
     ct = torch.randn(BATCH, conv["c_out"], out, out, generator=gen).to(memory_format=torch.channels_last)
 
     def step():

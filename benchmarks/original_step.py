@@ -35,9 +35,8 @@ from pathlib import Path
 import keycld  # noqa: F401  (sets the XLA flag before jax starts; forgotten before the original is imported)
 from keycld._allocator import tcmalloc_loaded
 from keycld.cliutil import StrictParser, positive_int
+from keycld.systems import BUILTIN
 
-NUM_KEYPOINTS = {"pendulum": 1, "cartpole": 2, "acrobot": 2}
-DT = {"pendulum": 0.02, "cartpole": 0.01, "acrobot": 0.01}
 DEFAULT_CASES = [["pendulum", 32], ["cartpole", 32], ["pendulum", 16], ["cartpole", 16]]
 
 
@@ -56,23 +55,28 @@ def _shim_jax(jax) -> None:
         jax.tree_map = jax.tree.map
 
 
+def src_error(src: Path) -> str | None:
+    """Why ``src`` is not a checkout of the paper's code, or None when it looks like one."""
+    if (src / "keycld" / "losses.py").is_file():
+        return None
+    return f"{src}: no keycld/losses.py there; pass a checkout of github.com/rdaems/keycld"
+
+
 def _forget_our_package() -> None:
     """Drop our ``keycld`` from ``sys.modules`` so that ``import keycld`` finds the original's."""
     for name in [m for m in sys.modules if m == "keycld" or m.startswith("keycld.")]:
         del sys.modules[name]
 
 
-def measure(src: Path, environment: str, hidden: int, repeats: int) -> dict:
-    """Median seconds of the original jitted loss + gradient (one 50-frame sequence) and of its
-    eager optax update, for ``environment`` at width ``hidden``."""
+def import_original(src: Path) -> types.SimpleNamespace:
+    """The paper code's ``constraints`` module, ``loss_fn_step``, ``KeyCLD`` and ``reduce_mean``,
+    imported from ``src`` (our ``keycld`` is forgotten first; RuntimeError if they came from
+    elsewhere)."""
     import jax
-    import jax.numpy as jnp
-    import numpy as np
 
     _shim_jax(jax)
     _forget_our_package()
     sys.path.insert(0, str(src))
-    import optax
     from keycld import constraints
     from keycld.losses import loss_fn_step
     from keycld.models import KeyCLD
@@ -80,14 +84,27 @@ def measure(src: Path, environment: str, hidden: int, repeats: int) -> dict:
 
     if not Path(constraints.__file__).resolve().is_relative_to(src.resolve()):
         raise RuntimeError(f"imported keycld from {constraints.__file__}, not from --src {src}")
-    k = NUM_KEYPOINTS[environment]
-    model = KeyCLD(k, k, hidden, True, getattr(constraints, f"{environment}_constraint_fn"))
+    return types.SimpleNamespace(constraints=constraints, loss_fn_step=loss_fn_step, KeyCLD=KeyCLD,
+                                 reduce_mean=reduce_mean)
+
+
+def measure(original: types.SimpleNamespace, environment: str, hidden: int, repeats: int) -> dict:
+    """Median seconds of the original jitted loss + gradient (one 50-frame sequence) and of its
+    eager optax update, for ``environment`` at width ``hidden``; ``original`` from ``import_original``."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    system = BUILTIN[environment]
+    k = system.num_keypoints
+    model = original.KeyCLD(k, k, hidden, True, getattr(original.constraints, f"{environment}_constraint_fn"))
     params = model.init(jax.random.PRNGKey(0))
-    loss = jax.vmap(lambda p, item, perm: loss_fn_step(1.0, 1.0, 4, "euler", model, p, item, perm),
+    loss = jax.vmap(lambda p, item, perm: original.loss_fn_step(1.0, 1.0, 4, "euler", model, p, item, perm),
                     in_axes=(None, 0, 0))
-    loss_grad = jax.jit(jax.value_and_grad(reduce_mean(loss), has_aux=True))
+    loss_grad = jax.jit(jax.value_and_grad(original.reduce_mean(loss), has_aux=True))
     rng = np.random.default_rng(0)
-    batch = {"t": jnp.asarray(np.arange(50, dtype=np.float32)[None] * DT[environment]),
+    batch = {"t": jnp.asarray(np.arange(50, dtype=np.float32)[None] * system.dt),
              "x": jnp.asarray(rng.integers(0, 255, (1, 50, 64, 64, 3)).astype(np.float32) / 255),
              "action": jnp.asarray(rng.uniform(-1, 1, (1, k)).astype(np.float32))}
     perm = rng.integers(0, 8, (1, 50))
@@ -123,8 +140,8 @@ def main() -> None:
                     help="JSON list of [environment, hidden] pairs (default: %(default)s)")
     ap.add_argument("--repeats", type=positive_int, default=5)
     args = ap.parse_args()
-    if not (args.src / "keycld" / "losses.py").is_file():
-        ap.error(f"--src {args.src}: no keycld/losses.py there; pass a checkout of github.com/rdaems/keycld")
+    if (error := src_error(args.src)) is not None:
+        ap.error(f"--src {error}")
     try:
         cases = json.loads(args.cases)
     except json.JSONDecodeError as e:
@@ -132,11 +149,12 @@ def main() -> None:
     if not isinstance(cases, list) or not cases:
         ap.error(f"--cases {args.cases!r}: must be a non-empty JSON list of [environment, hidden] pairs")
     for case in cases:
-        if (not isinstance(case, list) or len(case) != 2 or case[0] not in NUM_KEYPOINTS
+        if (not isinstance(case, list) or len(case) != 2 or case[0] not in BUILTIN
                 or not isinstance(case[1], int) or case[1] < 8 or case[1] % 8):
             ap.error(f"--cases: bad case {case!r}; allowed: [environment, hidden] with environment one of "
-                     f"{sorted(NUM_KEYPOINTS)} and hidden a positive multiple of 8")
-    print("RESULT " + json.dumps([measure(args.src, env, h, args.repeats) for env, h in cases]))
+                     f"{sorted(BUILTIN)} and hidden a positive multiple of 8")
+    original = import_original(args.src)
+    print("RESULT " + json.dumps([measure(original, env, h, args.repeats) for env, h in cases]))
 
 
 if __name__ == "__main__":

@@ -137,9 +137,10 @@ def main() -> None:
     if args.child:
         return child(args)
     if args.original_src is not None:
-        if not (args.original_src / "keycld" / "losses.py").is_file():
-            ap.error(f"--original-src {args.original_src}: no keycld/losses.py there; "
-                     "pass a checkout of github.com/rdaems/keycld")
+        from original_step import src_error
+
+        if (error := src_error(args.original_src)) is not None:
+            ap.error(f"--original-src {error}")
         args.original_src = args.original_src.resolve()  # its subprocess runs elsewhere
     import numpy as np
 

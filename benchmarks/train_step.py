@@ -43,7 +43,14 @@ def step_inputs(num_actions: int):
     return frames, rng.uniform(-2, 2, (1, num_actions)).astype(np.float32)
 
 
-def measure(environment: str, hidden: int, fast: bool, repeats: int) -> dict:
+NETWORKS = {"onednn": "SplitConv, oneDNN convs", "xla": "SplitConv, XLA convs", "plain": "plain U-Net",
+            None: "original code"}
+
+
+def measure(environment: str, hidden: int, net: str, repeats: int) -> dict:
+    """Time our training step with the networks ``net``: "onednn" (as ``keycld train`` runs on a
+    CPU with PyTorch), "xla" (the same SplitConv networks on XLA's convolutions) or "plain"
+    (the plain U-Net computation of the same function)."""
     import resource
     import time
 
@@ -57,7 +64,7 @@ def measure(environment: str, hidden: int, fast: bool, repeats: int) -> dict:
     cfg = TrainConfig(environment=environment, num_hidden_dim=hidden)
     model = KeyCLD.from_config(cfg)
     import dataclasses
-    model = dataclasses.replace(model, fast_convs=fast)
+    model = dataclasses.replace(model, fast_convs=net != "plain", conv_backend="onednn" if net == "onednn" else "xla")
     import keycld.train as T
     state = init_state(cfg, model)
     step = T.make_train_step(cfg, model)
@@ -75,7 +82,7 @@ def measure(environment: str, hidden: int, fast: bool, repeats: int) -> dict:
         times.append(time.perf_counter() - t)
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     med = float(np.median(times))
-    return dict(environment=environment, hidden=hidden, fast=fast, compile_s=compile_s, step_s=med,
+    return dict(environment=environment, hidden=hidden, net=net, compile_s=compile_s, step_s=med,
                 times_s=times, frames_per_s=50 / med, epoch_s=450 * med,
                 page_faults_per_step=(r1.ru_minflt - r0.ru_minflt) / repeats,
                 system_s_per_step=(r1.ru_stime - r0.ru_stime) / repeats)
@@ -132,6 +139,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=positive_int, default=1)
     ap.add_argument("--original-src", type=Path, default=None,
                     help="a checkout of github.com/rdaems/keycld: also time the original code's step in this run")
+    ap.add_argument("--settings", choices=("all", "keycld"), default="all",
+                    help="process settings: all three, or only keycld train's (XLA flag on, tcmalloc)")
     ap.add_argument("--child", default=None)
     args = ap.parse_args()
     if args.child:
@@ -146,9 +155,12 @@ def main() -> None:
 
     from _common import machine, write_results
 
-    cases = [("pendulum", 32, True), ("pendulum", 32, False), ("cartpole", 32, True), ("pendulum", 16, True),
-             ("cartpole", 16, True)]
+    cases = [("pendulum", 32, "onednn"), ("pendulum", 32, "xla"), ("pendulum", 32, "plain"),
+             ("cartpole", 32, "onednn"), ("cartpole", 32, "xla"), ("pendulum", 16, "onednn"), ("pendulum", 16, "xla"),
+             ("cartpole", 16, "onednn"), ("cartpole", 16, "xla")]
     settings = [(True, True), (True, False), (False, True)]  # (XLA flag, tcmalloc)
+    if args.settings == "keycld":
+        settings = settings[:1]
     original_cases = sorted({(e, h) for e, h, _ in cases}, key=lambda c: (-c[1], c[0]))
     per_round: dict[tuple, list[dict]] = {}
     for _ in range(args.rounds):
@@ -159,7 +171,7 @@ def main() -> None:
                 cmd = [sys.executable, str(Path(__file__).with_name("original_step.py")), "--src",
                        str(args.original_src), "--cases", json.dumps(original_cases), "--repeats", str(args.repeats)]
                 res = subprocess.run(cmd, env=setting_env(flag, tc), capture_output=True, text=True, cwd="/")
-                results += [dict(r, fast=None) for r in _result_line(res)]
+                results += [dict(r, net=None) for r in _result_line(res)]
             for r in results:
                 if r["tcmalloc"] != tc:
                     raise RuntimeError(f"the subprocess ran with tcmalloc {r['tcmalloc']}, expected {tc}")
@@ -168,7 +180,7 @@ def main() -> None:
                                        f"YNN flag {'on' if flag else 'off'} (this script needs jax 0.10.x and no "
                                        "YNN setting of your own in XLA_FLAGS)")
                 r["xla_flag"] = flag
-                per_round.setdefault((flag, tc, r["environment"], r["hidden"], r["fast"]), []).append(r)
+                per_round.setdefault((flag, tc, r["environment"], r["hidden"], r["net"]), []).append(r)
     rows, data = [], {"machine": machine(), "rounds": args.rounds, "results": []}
     for runs in per_round.values():
         r = dict(runs[0])
@@ -179,29 +191,33 @@ def main() -> None:
         r["frames_per_s"], r["epoch_s"] = 50 / r["step_s"], 450 * r["step_s"]
         data["results"].append(r)
     measured = {(r["xla_flag"], r["tcmalloc"], r["environment"], r["hidden"]): r for r in data["results"]
-                if r["fast"] is None}
+                if r["net"] is None}
     for r in data["results"]:
         orig = ORIGINAL_STEP_S.get((r["environment"], r["hidden"]))
         same = measured.get((r["xla_flag"], r["tcmalloc"], r["environment"], r["hidden"]))
-        if same is not None and r["fast"] is not None:
+        if same is not None and r["net"] is not None:
             # per round: the original and ours ran in the same round, minutes apart
             ratios = [o / x for o, x in zip(same["step_s_per_round"], r["step_s_per_round"])]
             r["vs_original_same_run"] = float(np.median(ratios))
-        net = {True: "SplitConv", False: "plain U-Net", None: "original code"}[r["fast"]]
-        rows.append([r["environment"], str(r["hidden"]), net,
+        rows.append([r["environment"], str(r["hidden"]), NETWORKS[r["net"]],
                      "on" if r["xla_flag"] else "off", "tcmalloc" if r["tcmalloc"] else "glibc",
                      f"{r['step_s']:.3f}", f"{r['frames_per_s']:.1f}", f"{r['epoch_s'] / 60:.1f}",
                      f"{r['page_faults_per_step']:.0f}" if "page_faults_per_step" in r else "",
                      f"{r['system_s_per_step']:.3f}" if "system_s_per_step" in r else "",
                      f"{r['vs_original_same_run']:.2f}×" if "vs_original_same_run" in r else "",
-                     f"{orig / r['step_s']:.2f}×" if orig and r["fast"] is not None else "",
+                     f"{orig / r['step_s']:.2f}×" if orig and r["net"] is not None else "",
                      f"{r['frames_per_s'] / FLOP_BOUND_FPS:.0%}" if r["hidden"] == 32 else ""])
     cmd = f"python benchmarks/train_step.py --repeats {args.repeats} --rounds {args.rounds}"
+    if args.settings != "all":
+        cmd += f" --settings {args.settings}"
     if args.original_src is not None:
         cmd += " --original-src DIR"
     notes = (f"`{cmd}`: median of "
              f"{args.repeats} jitted steps (one 50-frame sequence, loss forward + backward + Adam) per subprocess, "
-             f"median over {args.rounds} round(s) of the settings' subprocesses run in turn. 'allocator': tcmalloc "
+             f"median over {args.rounds} round(s) of the settings' subprocesses run in turn. Networks: 'SplitConv, "
+             "oneDNN convs' = as `keycld train` runs on a CPU with PyTorch (--conv_backend auto: each SplitConv "
+             "layer on PyTorch's oneDNN, keycld.model.onednn); 'SplitConv, XLA convs' = --conv_backend xla; "
+             "'plain U-Net' = the same function computed the plain way, in XLA. 'allocator': tcmalloc "
              "(as the keycld command runs) or glibc's malloc; 'faults' = minor page faults and 'sys s' = system "
              "CPU seconds per step. 'original code' rows (with --original-src): the paper's code, its jitted "
              "loss + gradient without its optimiser update, in the same round and process setting "

@@ -286,7 +286,7 @@ def main() -> None:
                               f"{bound / fb_s:.0%}"])
                 print(table[-1], flush=True)
             totals[net] = total
-        step_s = measure("pendulum", h, True, args.repeats)["step_s"]  # the whole training step
+        step_s = measure("pendulum", h, "xla", args.repeats)["step_s"]  # the whole training step (XLA convs)
         layer_s = sum(totals.values())
         data["results"].append(dict(hidden=h, layers_fwd_bwd_s=layer_s, step_s=step_s, **{f"{n}_s": t for n, t in totals.items()}))
         table.append([str(h), "both", "**sum of layers** (full step)", "", f"{layer_s * 1e3:.1f} ({step_s * 1e3:.1f})",

@@ -9,7 +9,8 @@ A **run directory** (``keycld train``)::
     system.py             your own System's spec file, copied at the start (user systems only)
     checkpoint.msgpack    params + optimiser state + counters after the last complete epoch, the model kind
     best.msgpack          params of the epoch with the best validation VPT so far, that epoch and VPT
-    metrics.jsonl         one line per epoch (train loss terms, validation VPT, wall time, device)
+    metrics.jsonl         one line per epoch (train loss terms, validation VPT, wall time, device,
+                          conv backend)
     vpt.json              validation VPT (``vpt_<split>.json`` for other splits)
     init_from.json        the budget of the run a fine-tuned run started from
     potential.png         the learned potential landscape (``keycld evaluate``)

@@ -23,6 +23,7 @@ import optax
 from keycld import checkpoint, fileio, rundir
 from keycld.config import TrainConfig
 from keycld.losses import sequence_loss
+from keycld.model import onednn
 from keycld.model.keycld import KeyCLD
 from keycld.system import System
 
@@ -175,7 +176,8 @@ def load_training_data(cfg: TrainConfig, system: System, cache_dir=None, progres
 
 def train(cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, cache_dir=None,
           progress: bool = True, validate: bool = True, gif: bool = True, logger=None,
-          workers: int | None = None, system_file: str | os.PathLike | None = None) -> dict:
+          workers: int | None = None, system_file: str | os.PathLike | None = None,
+          conv_backend: str = "auto") -> dict:
     """Train (or resume) a run; return the last epoch's metrics.
 
     A new run needs ``run_dir`` absent, empty, or an unstarted run of ``cfg``
@@ -188,8 +190,14 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, ca
     defining ``cfg.system_attr``; it is copied into the run directory, which every later
     resume, evaluation and export reads instead.
 
+    ``conv_backend`` runs the networks' convolutions on "xla" or "onednn"
+    (``keycld.model.onednn``; "auto": oneDNN on a CPU with PyTorch installed). It changes the
+    speed, not the function (up to float summation order), and is recorded in each epoch's
+    metrics; a resumed run may use another.
+
     Raises TrainingDiverged on a non-finite loss; the last checkpoint stays as it was.
     """
+    conv_backend = onednn.resolve(conv_backend)
     run_dir = Path(run_dir)
     _check_run_dir(cfg, run_dir, resume, system_file)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -197,7 +205,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, ca
         continuing = _check_run_dir(cfg, run_dir, resume, system_file)  # again, now that no one else writes
         fileio.remove_stale_temporaries(run_dir)
         return _train_locked(cfg, run_dir, continuing, cache_dir, progress, validate, gif, logger, workers,
-                             system_file)
+                             system_file, conv_backend)
 
 
 def _check_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool, system_file) -> bool:
@@ -219,7 +227,7 @@ def _check_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool, system_file) -
 
 
 def _train_locked(cfg: TrainConfig, run_dir: Path, continuing: bool, cache_dir, progress: bool, validate: bool,
-                  gif: bool, logger, workers, system_file) -> dict:
+                  gif: bool, logger, workers, system_file, conv_backend: str) -> dict:
     from tqdm.auto import tqdm
 
     from keycld.data import background_image
@@ -233,6 +241,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, continuing: bool, cache_dir, 
                   else rundir.load_system(run_dir, cfg))
         model = KeyCLD.from_config(cfg, system)
         state, start_epoch, wall, refine_from = initial_state(cfg, model), 0, 0.0, None
+    model = dataclasses.replace(model, conv_backend=conv_backend)
     data = load_training_data(cfg, model.system, cache_dir, progress, workers)
     # everything is checked and loaded: from here on the run directory is written
     if continuing:
@@ -286,7 +295,8 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, continuing: bool, cache_dir, 
         train_time = time.perf_counter() - t0
         wall += train_time
         record = {"epoch": epoch + 1, "step": int(state.step), "stage": stage_name, "train_time_s": train_time,
-                  "wall_time_s": wall, "device": device, **{f"train/{k}": v / len(order) for k, v in sums.items()}}
+                  "wall_time_s": wall, "device": device,
+                  "conv_backend": conv_backend, **{f"train/{k}": v / len(order) for k, v in sums.items()}}
         if validating:
             t1 = time.perf_counter()
             record.update(_validation_record(stage_model, state.params, val_set))

@@ -82,6 +82,9 @@ def add_train_args(p: argparse.ArgumentParser, model_choice: bool = True) -> Non
     p.add_argument("--wandb", action="store_true", help="log to Weights & Biases (WANDB_MODE=offline works)")
     p.add_argument("--no_gif", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--conv_backend", choices=("auto", "xla", "onednn"), default=None,
+                   help="the networks' convolutions in training: oneDNN through PyTorch (CPU; same function, "
+                        "faster), XLA's own kernels, or auto (default: onednn on a CPU with PyTorch installed)")
 
 
 DATA_DEFINED = ("environment", "init_mode", "control", "num_runs", "num_frames")  # what --data fixes
@@ -157,7 +160,7 @@ def config_and_spec_from_args(args, parser, model: str | None = None):
 
 
 # flags that only steer this process (logging, output), never the run's configuration
-PROCESS_FLAGS = ("resume", "num_epochs", "cache_dir", "wandb", "no_gif", "quiet")
+PROCESS_FLAGS = ("resume", "num_epochs", "cache_dir", "wandb", "no_gif", "quiet", "conv_backend")
 
 
 def resume_conflicts(args, saved: TrainConfig, run_dir: Path, model: str | None = None) -> list[str]:
@@ -238,6 +241,12 @@ def run_train(args, parser, model: str | None = None) -> int:
         except (FileExistsError, ValueError) as err:
             parser.error(str(err))
     _check_unlocked(run_dir, parser)
+    from keycld.model.onednn import resolve
+
+    try:
+        conv_backend = resolve(args.conv_backend or "auto")
+    except ValueError as err:
+        parser.error(f"--conv_backend: {err}")
     cache_dir = args.cache_dir
     if not cfg.user_data:
         try:
@@ -256,7 +265,7 @@ def run_train(args, parser, model: str | None = None) -> int:
         logger = wb.log
     try:
         result = train(cfg, run_dir, resume=resume, cache_dir=cache_dir, progress=not args.quiet,
-                       gif=not args.no_gif, logger=logger, system_file=system_file)
+                       gif=not args.no_gif, logger=logger, system_file=system_file, conv_backend=conv_backend)
     except fileio.LockedError as err:  # another process started training here since the check above
         parser.error(str(err))
     except TrainingDiverged as err:

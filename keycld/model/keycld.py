@@ -30,6 +30,9 @@ class KeyCLD:
     sigma: float = 0.1
     solver: str = "euler"
     fast_convs: bool = True  # False: the plain networks (same function; benchmarks, forward-mode autodiff)
+    # the networks' convolutions: "xla", or "onednn" (CPU, PyTorch installed; keycld.model.onednn;
+    # training resolves "auto" with onednn.resolve). Same function, reverse-mode only.
+    conv_backend: str = "xla"
 
     def __post_init__(self):
         if isinstance(self.system, str):
@@ -37,6 +40,11 @@ class KeyCLD:
             object.__setattr__(self, "system", systems.get(self.system))
         if not isinstance(self.system, System):
             raise TypeError(f"system must be a keycld.System, got {type(self.system).__name__}")
+        if self.conv_backend not in ("xla", "onednn"):
+            raise ValueError(f"conv_backend {self.conv_backend!r} is not one of xla, onednn "
+                             "(keycld.model.onednn.resolve turns 'auto' into one of them)")
+        if self.conv_backend == "onednn" and not self.fast_convs:
+            raise ValueError("conv_backend 'onednn' computes the fast networks' function: it needs fast_convs=True")
 
     @classmethod
     def from_config(cls, cfg, system: System | None = None) -> "KeyCLD":
@@ -74,13 +82,13 @@ class KeyCLD:
 
     def _encoder(self):
         if self.heatmaps:
-            return networks.KeypointEncoder(self.hidden, self.num_keypoints, self.fast_convs)
-        return networks.FCEncoder(self.hidden, self.num_keypoints, self.fast_convs)
+            return networks.KeypointEncoder(self.hidden, self.num_keypoints, self.fast_convs, self.conv_backend)
+        return networks.FCEncoder(self.hidden, self.num_keypoints, self.fast_convs, self.conv_backend)
 
     def _renderer(self):
         if self.heatmaps:
-            return networks.Renderer(self.hidden, self.num_keypoints, self.sigma, self.fast_convs)
-        return networks.FCRenderer(self.hidden, self.num_keypoints, self.fast_convs)
+            return networks.Renderer(self.hidden, self.num_keypoints, self.sigma, self.fast_convs, self.conv_backend)
+        return networks.FCRenderer(self.hidden, self.num_keypoints, self.fast_convs, self.conv_backend)
 
     # ---- params -----------------------------------------------------------------------------
     def init(self, key: jax.Array) -> dict:

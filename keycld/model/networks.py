@@ -11,6 +11,9 @@ by hand where XLA's CPU autodiff is slow (``group_norm_relu``, ``narrow_conv``,
 ``benchmarks/train_step_layers.py``.
 Those are reverse-mode only: forward-mode autodiff (``jax.jvp``, ``jacfwd``) through a network
 needs ``fast=False``, which computes the same function with plain JAX operations.
+``backend="onednn"`` (fast path only) runs each ``SplitConv`` layer — its convolutions, their
+sum and the bias — on PyTorch's oneDNN kernels instead of XLA's (``keycld.model.onednn``);
+GroupNorm, pooling and the rest stay in XLA.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from keycld.model import onednn
 from keycld.model.keypoints import gaussian_maps
 
 
@@ -163,12 +167,15 @@ class SplitConv(nn.Module):
 
     features: int
     fast: bool = True  # False: plain ``_conv`` and bias add (forward-mode differentiable)
+    backend: str = "xla"  # "onednn" (fast only): the whole layer in one oneDNN call (``keycld.model.onednn``)
 
     @nn.compact
     def __call__(self, parts: list[tuple[str, jnp.ndarray]]) -> jnp.ndarray:
         channels = [p.shape[-1] for _, p in parts]
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, sum(channels), self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        if self.backend == "onednn":
+            return self._onednn(parts, channels, kernel, bias)
         out, start = 0.0, 0
         for (kind, x), c in zip(parts, channels):
             w = kernel[:, :, start:start + c]
@@ -182,6 +189,23 @@ class SplitConv(nn.Module):
             else:
                 raise ValueError(f"unknown part kind {kind!r}; allowed: full, up, static")
         return add_channel_bias(out, bias) if self.fast else out + bias
+
+    def _onednn(self, parts, channels, kernel, bias):
+        if not self.fast:
+            raise ValueError("conv backend 'onednn' computes the fast networks' function; it needs fast=True")
+        kinds, inputs, kernels, addend, start = [], [], [], bias, 0
+        for (kind, x), c in zip(parts, channels):
+            w = kernel[:, :, start:start + c]
+            start += c
+            if kind == "static":  # convolved once, in XLA; added to every frame with the bias
+                addend = addend + _conv(x[None], w, "SAME")[0]
+                continue
+            if kind not in ("full", "up"):
+                raise ValueError(f"unknown part kind {kind!r}; allowed: full, up, static")
+            kinds.append(kind)
+            inputs.append(x)
+            kernels.append(w if kind == "full" else _phase_kernel(w))
+        return onednn.split_conv(tuple(kinds), tuple(inputs), tuple(kernels), addend)
 
 
 @jax.custom_vjp
@@ -301,8 +325,8 @@ def _norm_relu(x: jnp.ndarray, fast: bool = True) -> jnp.ndarray:
     return nn.relu(nn.GroupNorm(num_groups=groups)(x))
 
 
-def _block(x: jnp.ndarray, features: int, fast: bool = True) -> jnp.ndarray:
-    return _norm_relu(SplitConv(features, fast)([("full", x)]), fast)
+def _block(x: jnp.ndarray, features: int, fast: bool = True, backend: str = "xla") -> jnp.ndarray:
+    return _norm_relu(SplitConv(features, fast, backend)([("full", x)]), fast)
 
 
 def _pool(x: jnp.ndarray) -> jnp.ndarray:
@@ -327,17 +351,18 @@ class UNet(nn.Module):
     hidden: int
     out_channels: int
     fast: bool = True
+    backend: str = "xla"  # of the convolutions: "xla" or "onednn" (``SplitConv``)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, static: jnp.ndarray | None = None) -> jnp.ndarray:
-        h = self.hidden
+        h, b = self.hidden, self.backend
         if self.fast:
             first = [("full", x)] + ([("static", static)] if static is not None else [])
-            c1 = _norm_relu(SplitConv(h)(first))
-            c2 = _block(_pool(c1), 2 * h)
-            c3 = _block(_pool(c2), 4 * h)
-            u2 = _norm_relu(SplitConv(2 * h)([("up", c3), ("full", c2)]))
-            u1 = _norm_relu(SplitConv(h)([("up", u2), ("full", c1)]))
+            c1 = _norm_relu(SplitConv(h, backend=b)(first))
+            c2 = _block(_pool(c1), 2 * h, backend=b)
+            c3 = _block(_pool(c2), 4 * h, backend=b)
+            u2 = _norm_relu(SplitConv(2 * h, backend=b)([("up", c3), ("full", c2)]))
+            u1 = _norm_relu(SplitConv(h, backend=b)([("up", u2), ("full", c1)]))
         else:
             if static is not None:
                 x = jnp.concatenate([x, jnp.broadcast_to(static, (*x.shape[:-1], static.shape[-1]))], -1)
@@ -346,7 +371,7 @@ class UNet(nn.Module):
             c3 = _block(_pool(c2), 4 * h, fast=False)
             u2 = _block(jnp.concatenate([_upsample(c3), c2], axis=-1), 2 * h, fast=False)
             u1 = _block(jnp.concatenate([_upsample(u2), c1], axis=-1), h, fast=False)
-        return SplitConv(self.out_channels, self.fast)([("full", u1)])
+        return SplitConv(self.out_channels, self.fast, b)([("full", u1)])
 
 
 class KeypointEncoder(nn.Module):
@@ -355,10 +380,11 @@ class KeypointEncoder(nn.Module):
     hidden: int
     num_keypoints: int
     fast: bool = True
+    backend: str = "xla"
 
     @nn.compact
     def __call__(self, images: jnp.ndarray) -> jnp.ndarray:
-        return UNet(self.hidden, self.num_keypoints, self.fast)(images)
+        return UNet(self.hidden, self.num_keypoints, self.fast, self.backend)(images)
 
 
 class Renderer(nn.Module):
@@ -372,13 +398,14 @@ class Renderer(nn.Module):
     num_keypoints: int
     sigma: float = 0.1
     fast: bool = True
+    backend: str = "xla"
 
     @nn.compact
     def __call__(self, keypoints: jnp.ndarray) -> jnp.ndarray:
         maps = gaussian_maps(keypoints, self.sigma)
         seed_ch = max(self.hidden - self.num_keypoints, 1)
         seed = self.param("seed", nn.initializers.normal(1.0), (64, 64, seed_ch))
-        return nn.sigmoid(UNet(self.hidden, 3, self.fast)(maps, static=seed))
+        return nn.sigmoid(UNet(self.hidden, 3, self.fast, self.backend)(maps, static=seed))
 
 
 class FCEncoder(nn.Module):
@@ -387,13 +414,14 @@ class FCEncoder(nn.Module):
     hidden: int
     num_keypoints: int
     fast: bool = True
+    backend: str = "xla"
 
     @nn.compact
     def __call__(self, images: jnp.ndarray) -> jnp.ndarray:
         h = self.hidden
-        x = _pool(_block(images, h, self.fast))
-        x = _pool(_block(x, 2 * h, self.fast))
-        x = _pool(_block(x, 4 * h, self.fast))
+        x = _pool(_block(images, h, self.fast, self.backend))
+        x = _pool(_block(x, 2 * h, self.fast, self.backend))
+        x = _pool(_block(x, 4 * h, self.fast, self.backend))
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(nn.Dense(4 * h)(x))
         return jnp.tanh(nn.Dense(2 * self.num_keypoints)(x))
@@ -405,13 +433,14 @@ class FCRenderer(nn.Module):
     hidden: int
     num_keypoints: int
     fast: bool = True
+    backend: str = "xla"
 
     @nn.compact
     def __call__(self, keypoints: jnp.ndarray) -> jnp.ndarray:
         h = self.hidden
         x = nn.relu(nn.Dense(4 * h)(keypoints))
         x = nn.relu(nn.Dense(16 * 16 * h)(x)).reshape(keypoints.shape[0], 16, 16, h)
-        x = _block(x, 4 * h, self.fast)
-        x = _block(_upsample(x), 2 * h, self.fast)
-        x = _block(_upsample(x), h, self.fast)
+        x = _block(x, 4 * h, self.fast, self.backend)
+        x = _block(_upsample(x), 2 * h, self.fast, self.backend)
+        x = _block(_upsample(x), h, self.fast, self.backend)
         return nn.sigmoid(nn.Conv(3, (3, 3), padding="SAME")(x))

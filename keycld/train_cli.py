@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from keycld.config import MODELS, PRESETS, REFINE_WHEN, TrainConfig, preset_fields
+from keycld.model.onednn import BACKENDS
 
 
 def _str2bool(text: str) -> bool:
@@ -82,7 +83,7 @@ def add_train_args(p: argparse.ArgumentParser, model_choice: bool = True) -> Non
     p.add_argument("--wandb", action="store_true", help="log to Weights & Biases (WANDB_MODE=offline works)")
     p.add_argument("--no_gif", action="store_true")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--conv_backend", choices=("auto", "xla", "onednn"), default=None,
+    p.add_argument("--conv_backend", choices=BACKENDS, default=None,
                    help="the networks' convolutions in training: oneDNN through PyTorch (CPU; same function, "
                         "faster), XLA's own kernels, or auto (default: onednn on a CPU with PyTorch installed)")
 

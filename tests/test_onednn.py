@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("torch")
+pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the oneDNN backend runs on the CPU")
 
 from keycld.model import networks, onednn  # noqa: E402
 from keycld.model.keycld import KeyCLD  # noqa: E402
@@ -64,6 +65,63 @@ def test_split_conv_under_vmap_sums_the_kernel_gradient_over_examples():
     got = jax.jit(jax.grad(lambda k, a: loss(_ours, k, a), (0, 1)))(kernels, addend)
     for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
         np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-3)
+
+
+def test_input_gradients_under_vmap_with_an_unbatched_cotangent():
+    """vmap(grad) with respect to the parts: the cotangent of the summed output is not batched."""
+    kinds = ("up", "full")
+    parts, kernels, addend, _ = _case(kinds, True, n=2)
+    batched = tuple(jnp.stack([p, -0.5 * p, p ** 2]) for p in parts)
+
+    def per_example(fn):
+        return jax.vmap(jax.grad(lambda *p: jnp.sum(fn(kinds, p, kernels, addend)), argnums=(0, 1)))(*batched)
+
+    for g, r in zip(jax.tree.leaves(jax.jit(lambda: per_example(_ours))()), jax.tree.leaves(per_example(_reference))):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-3)
+
+
+def test_nested_vmap_with_arguments_batched_at_one_level_only():
+    kinds = ("full", "up")
+    parts, kernels, addend, _ = _case(kinds, False, n=2)
+    outer = jnp.stack([parts[0], 2 * parts[0]])  # batched in the outer vmap only
+    inner = jnp.stack([parts[1], -parts[1], 0.5 * parts[1]])  # batched in the inner vmap only
+
+    def f(fn, k):
+        rows = jax.vmap(lambda x: jax.vmap(lambda u: fn(kinds, (x, u), k, addend))(inner))(outer)
+        return jnp.sum(jnp.cos(rows)), rows
+
+    (_, ref), ref_g = jax.value_and_grad(lambda k: f(_reference, k), has_aux=True)(kernels)
+    (_, got), got_g = jax.jit(jax.value_and_grad(lambda k: f(_ours, k), has_aux=True))(kernels)
+    assert got.shape == (2, 3) + ref.shape[2:]
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    for g, r in zip(jax.tree.leaves(got_g), jax.tree.leaves(ref_g)):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-3)
+
+
+def test_non_square_grids():
+    kinds = ("up", "full")
+    rng = np.random.default_rng(3)
+    parts = (jnp.asarray(rng.normal(size=(2, 3, 5, 4)), jnp.float32), jnp.asarray(rng.normal(size=(2, 6, 10, 2)), jnp.float32))
+    kernels = tuple(jnp.asarray(rng.normal(size=(3, 3, c, 3)), jnp.float32) for c in (4, 2))
+    addend = jnp.asarray(rng.normal(size=(3,)), jnp.float32)
+    ref, ref_vjp = jax.vjp(lambda *z: _reference(kinds, *z), parts, kernels, addend)
+    got, got_vjp = jax.vjp(lambda *z: _ours(kinds, *z), parts, kernels, addend)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    for g, r in zip(jax.tree.leaves(got_vjp(jnp.ones_like(ref))), jax.tree.leaves(ref_vjp(jnp.ones_like(ref)))):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p, k, a: ((p[0], p[1][:, :7]), k, a), r"part 1 \(full\) has shape \(3, 7, 8, 5\)"),
+    (lambda p, k, a: (p, (k[0], k[1][..., :2]), a), r"kernel 1 \(full\) has shape \(3, 3, 5, 2\); expected \(3, 3, 5, 4\)"),
+    (lambda p, k, a: (p, k, a[:3]), r"addend has shape \(3,\); expected \(4,\) or \(8, 8, 4\)"),
+    (lambda p, k, a: (p, k, a.astype(jnp.float16)), "float32; got an argument of dtype float16"),
+])
+def test_bad_arguments_are_named_before_any_work(change, message):
+    kinds = ("up", "full")
+    parts, kernels, addend, _ = _case(kinds, False)
+    with pytest.raises(ValueError, match=message):
+        _ours(kinds, *change(parts, kernels, addend))
 
 
 def test_input_gradient_is_computed_only_where_needed(monkeypatch):
@@ -148,3 +206,14 @@ def test_training_records_the_backend_of_each_epoch(tiny_cache, tmp_path):
     with pytest.raises(ValueError, match="'cuda' is not one of"):
         T.train(cfg, tmp_path / "b", cache_dir=tiny_cache, progress=False, gif=False, conv_backend="cuda")
     assert not (tmp_path / "b").exists()
+
+
+def test_cli_names_a_backend_this_machine_cannot_run(monkeypatch, tmp_path, capsys):
+    from keycld_agents.cli import main
+
+    monkeypatch.setattr(onednn, "available", lambda: False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--environment", "pendulum", "--conv_backend", "onednn", "--out", str(tmp_path / "run")])
+    assert exit_.value.code == 2
+    assert "--conv_backend: conv backend 'onednn' needs PyTorch" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -176,6 +176,8 @@ class SplitConv(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         if self.backend == "onednn":
             return self._onednn(parts, channels, kernel, bias)
+        if self.backend != "xla":
+            raise ValueError(f"SplitConv backend {self.backend!r} is not one of xla, onednn")
         out, start = 0.0, 0
         for (kind, x), c in zip(parts, channels):
             w = kernel[:, :, start:start + c]

@@ -12,6 +12,10 @@ function is a ``jax.custom_vjp`` (reverse mode only, like the fast networks; ``j
 ``fast=False``) and supports ``jax.vmap`` (each vmapped example is convolved in turn). Results
 equal XLA's up to float summation order.
 
+PyTorch computes each call on its own thread pool (``torch.get_num_threads()``, by default one
+thread per core), next to XLA's; while XLA runs two layers' calls at once (independent branches),
+the cores are oversubscribed.
+
 Only for the CPU backend: on a GPU the buffers would cross to the host (``resolve`` never picks
 it there). PyTorch is optional (``pip install keycld-gym[onednn]``, or ``torch`` itself); it is
 imported on the first call, not with this module.
@@ -26,9 +30,10 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import math
+import itertools
 
 import jax
+import numpy as np
 from jax.custom_derivatives import SymbolicZero
 from jax.experimental.buffer_callback import buffer_callback
 
@@ -76,16 +81,12 @@ def _tensor(buffer):
     return _torch().from_dlpack(buffer)
 
 
-def _examples(t, core: int, count: int) -> list:
-    """A (…lead, *core dims) tensor -> ``count`` tensors of its core dims, one per vmapped
-    example (lead dims all 1: the same tensor for every example)."""
-    lead = t.shape[:t.dim() - core]
-    flat = t.reshape(-1, *t.shape[t.dim() - core:])
-    if math.prod(lead) == 1:
-        return [flat[0]] * count
-    if flat.shape[0] != count:
-        raise ValueError(f"vmapped shapes disagree: {tuple(lead)} leading dims for {count} examples")
-    return list(flat)
+def _examples(t, core: int, lead: tuple[int, ...]) -> list:
+    """A (*lead', *core dims) tensor -> one view of its core dims per vmapped example of ``lead``
+    (row-major order). ``jax.vmap`` with ``expand_dims`` gives every argument one leading dim per
+    vmap level, of size 1 where that argument is not batched: it is broadcast (no copy)."""
+    t = t.expand(*lead, *t.shape[t.dim() - core:])
+    return [t[idx] for idx in itertools.product(*map(range, lead))]
 
 
 def _nchw(t):
@@ -100,15 +101,10 @@ def _oihw(kernel):
 
 
 def _phase_views(out):
-    """(N, 2n, 2n, F) -> {(a, b): (N, n, n, F) view of the output pixels (2i + a, 2j + b)}."""
+    """(N, 2h, 2w, F) -> {(a, b): (N, h, w, F) view of the output pixels (2i + a, 2j + b)}."""
     m, h, w, f = out.shape
     v = out.reshape(m, h // 2, 2, w // 2, 2, f)
     return {(a, b): v[:, :, a, :, b] for a in (0, 1) for b in (0, 1)}
-
-
-def _up_phases(z, n: int, f: int):
-    """(N, 4F, n+1, n+1) phase outputs (channels_last) -> (N, n+1, n+1, 2, 2, F) view."""
-    return z.permute(0, 2, 3, 1).reshape(z.shape[0], n + 1, n + 1, 2, 2, f)
 
 
 def _forward(ctx, out, *args, kinds: tuple[str, ...], addend_ndim: int):
@@ -116,67 +112,65 @@ def _forward(ctx, out, *args, kinds: tuple[str, ...], addend_ndim: int):
     torch = _torch()
     p = len(kinds)
     o = _tensor(out)
-    count = math.prod(o.shape[:-4])
-    outs = _examples(o, 4, count)
-    xs = [_examples(_tensor(a), 4, count) for a in args[:p]]
-    ks = [_examples(_tensor(a), 4, count) for a in args[p:2 * p]]
-    adds = _examples(_tensor(args[2 * p]), addend_ndim, count)
+    lead = tuple(o.shape[:-4])
+    outs = _examples(o, 4, lead)
+    xs = [_examples(_tensor(a), 4, lead) for a in args[:p]]
+    ks = [_examples(_tensor(a), 4, lead) for a in args[p:2 * p]]
+    adds = _examples(_tensor(args[2 * p]), addend_ndim, lead)
     with torch.no_grad():
-        for e in range(count):
-            y, written = outs[e], False
+        for e, y in enumerate(outs):
+            written = False
             for kind, x, k in zip(kinds, xs, ks):
+                bias = adds[e] if kind == "full" and addend_ndim == 1 and not written else None
                 if kind == "full":
-                    bias = adds[e] if addend_ndim == 1 and not written else None
                     z = torch.nn.functional.conv2d(_nchw(x[e]), _oihw(k[e]), bias, padding=1)
                     (_nchw(y).add_ if written else _nchw(y).copy_)(z)
-                    bias_added = bias is not None
                 else:  # up: the 2×2 phase convolution over the zero-padded low-resolution grid
-                    n = x[e].shape[1]
-                    z = _up_phases(torch.nn.functional.conv2d(_nchw(x[e]), _oihw(k[e]), padding=1), n, y.shape[-1])
+                    h, w = x[e].shape[1:3]
+                    z = torch.nn.functional.conv2d(_nchw(x[e]), _oihw(k[e]), padding=1)  # (N, 4F, h+1, w+1)
+                    z = z.permute(0, 2, 3, 1).reshape(z.shape[0], h + 1, w + 1, 2, 2, y.shape[-1])
                     for (a, b), view in _phase_views(y).items():
-                        (view.add_ if written else view.copy_)(z[:, a:a + n, b:b + n, a, b])
-                    bias_added = False
-                if not written and not bias_added:
+                        (view.add_ if written else view.copy_)(z[:, a:a + h, b:b + w, a, b])
+                if not written and bias is None:
                     y.add_(adds[e])
                 written = True
 
 
 def _backward(ctx, grads, *args, kinds: tuple[str, ...], addend_ndim: int, need: tuple[bool, ...]):
-    """The gradients of ``_forward``: for each part that ``need``s one, then each kernel, then the
-    addend, from the output gradient g (the last argument)."""
+    """The gradients of ``_forward`` (args: the parts, the kernels, the output gradient g): for
+    each part that ``need``s one, then for each kernel, then for the addend."""
     torch = _torch()
     p = len(kinds)
-    g_all = _tensor(args[-1])
-    count = math.prod(g_all.shape[:-4])
-    gs = _examples(g_all, 4, count)
-    xs = [_examples(_tensor(a), 4, count) for a in args[:p]]
-    ks = [_examples(_tensor(a), 4, count) for a in args[p:2 * p]]
     grads = [_tensor(b) for b in grads]
+    lead = tuple(grads[-1].shape[:grads[-1].dim() - addend_ndim])  # outputs carry every vmapped dim
+    gs = _examples(_tensor(args[-1]), 4, lead)
+    xs = [_examples(_tensor(a), 4, lead) for a in args[:p]]
+    ks = [_examples(_tensor(a), 4, lead) for a in args[p:2 * p]]
     part_grads = iter(grads[:sum(need)])
-    dxs = [_examples(next(part_grads), 4, count) if nd else None for nd in need]
-    dks = [_examples(b, 4, count) for b in grads[sum(need):sum(need) + p]]
-    dadd = _examples(grads[-1], addend_ndim, count)
+    dxs = [_examples(next(part_grads), 4, lead) if nd else None for nd in need]
+    dks = [_examples(b, 4, lead) for b in grads[sum(need):sum(need) + p]]
+    dadd = _examples(grads[-1], addend_ndim, lead)
     with torch.no_grad():
-        for e in range(count):
-            g = gs[e]
+        for e, g in enumerate(gs):
             for i, (kind, x, k) in enumerate(zip(kinds, xs, ks)):
-                kernel = _oihw(k[e])
                 if kind == "full":
                     gy = _nchw(g)
                 else:  # the phase outputs' gradient: zero where no output pixel came from
-                    n, f = x[e].shape[1], g.shape[-1]
-                    phases = torch.zeros((g.shape[0], n + 1, n + 1, 2, 2, f), dtype=g.dtype)
+                    (h, w), f = x[e].shape[1:3], g.shape[-1]
+                    phases = torch.zeros((g.shape[0], h + 1, w + 1, 2, 2, f), dtype=g.dtype)
                     for (a, b), view in _phase_views(g).items():
-                        phases[:, a:a + n, b:b + n, a, b] = view
-                    gy = _nchw(phases.reshape(g.shape[0], n + 1, n + 1, 4 * f))
+                        phases[:, a:a + h, b:b + w, a, b] = view
+                    gy = _nchw(phases.reshape(g.shape[0], h + 1, w + 1, 4 * f))
                 dx, dk, _ = torch.ops.aten.convolution_backward(
-                    gy, _nchw(x[e]), kernel, None, (1, 1), (1, 1), (1, 1), False, (0, 0), 1,
+                    gy, _nchw(x[e]), _oihw(k[e]), None, (1, 1), (1, 1), (1, 1), False, (0, 0), 1,
                     (need[i], True, False))
                 if need[i]:
                     _nchw(dxs[i][e]).copy_(dx)
                 dks[i][e].copy_(dk.permute(2, 3, 1, 0))
             dadd[e].copy_(g.sum(dim=(0, 1, 2)) if addend_ndim == 1 else g.sum(dim=0))
 
+
+# ---- the JAX function -----------------------------------------------------------------------
 
 def _shape(x) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(x.shape, x.dtype)
@@ -190,23 +184,46 @@ def split_conv(kinds: tuple[str, ...], parts: tuple, kernels: tuple, addend: jax
     Args:
         kinds: per part, ``"full"`` or ``"up"``.
         parts: per part, (N, H, W, C_i) (``"full"``) or (N, H/2, W/2, C_i) (``"up"``), float32.
-        kernels: per part, (3, 3, C_i, F) (``"full"``) or (2, 2, C_i, 4F) (``"up"``).
-        addend: (F,) bias or (H, W, F) map.
+        kernels: per part, (3, 3, C_i, F) (``"full"``) or (2, 2, C_i, 4F) (``"up"``), float32.
+        addend: (F,) bias or (H, W, F) map, float32.
     Returns:
-        (N, H, W, F).
+        (N, H, W, F) float32.
+    Raises ValueError (before any computation) for an unknown kind or shapes that do not fit.
     """
     return _call_forward(kinds, tuple(parts), tuple(kernels), addend)
 
 
-def _out_shape(kinds, parts, kernels) -> jax.ShapeDtypeStruct:
-    for kind, x, k in zip(kinds, parts, kernels):
+def _out_shape(kinds, parts, kernels, addend) -> jax.ShapeDtypeStruct:
+    """The output's shape, after checking every argument against the others."""
+    if not (len(kinds) == len(parts) == len(kernels) >= 1):
+        raise ValueError(f"split_conv needs one part and one kernel per kind, got {len(kinds)} kinds, "
+                         f"{len(parts)} parts, {len(kernels)} kernels")
+    for kind in kinds:
         if kind not in KINDS:
             raise ValueError(f"split_conv part kind {kind!r} is not one of {', '.join(KINDS)}")
-    kind, x, k = kinds[0], parts[0], kernels[0]
-    n, h, w = x.shape[:3]
-    if kind == "up":
-        return jax.ShapeDtypeStruct((n, 2 * h, 2 * w, k.shape[3] // 4), x.dtype)
-    return jax.ShapeDtypeStruct((n, h, w, k.shape[3]), x.dtype)
+    scale = 2 if kinds[0] == "up" else 1
+    n, h, w = parts[0].shape[0], scale * parts[0].shape[1], scale * parts[0].shape[2]
+    f = kernels[0].shape[3] // (4 if kinds[0] == "up" else 1)
+    for i, (kind, x, k) in enumerate(zip(kinds, parts, kernels)):
+        grid = (h // 2, w // 2) if kind == "up" else (h, w)
+        want_k = (2, 2, x.shape[-1], 4 * f) if kind == "up" else (3, 3, x.shape[-1], f)
+        if x.ndim != 4 or tuple(x.shape[:3]) != (n, *grid) or (kind == "up" and (h % 2 or w % 2)):
+            raise ValueError(f"split_conv part {i} ({kind}) has shape {tuple(x.shape)}; expected "
+                             f"({n}, {grid[0]}, {grid[1]}, C) to give a ({n}, {h}, {w}, {f}) output")
+        if tuple(k.shape) != want_k:
+            raise ValueError(f"split_conv kernel {i} ({kind}) has shape {tuple(k.shape)}; expected {want_k}")
+    if tuple(addend.shape) not in ((f,), (h, w, f)):
+        raise ValueError(f"split_conv addend has shape {tuple(addend.shape)}; expected ({f},) or ({h}, {w}, {f})")
+    for a in (*parts, *kernels, addend):
+        if a.dtype != np.float32:
+            raise ValueError(f"split_conv computes in float32; got an argument of dtype {a.dtype}")
+    return jax.ShapeDtypeStruct((n, h, w, f), np.float32)
+
+
+def _call_forward(kinds, parts, kernels, addend):
+    call = buffer_callback(functools.partial(_forward, kinds=tuple(kinds), addend_ndim=addend.ndim),
+                           _out_shape(kinds, parts, kernels, addend), vmap_method="expand_dims")
+    return call(*parts, *kernels, addend)
 
 
 def _split_conv_fwd(kinds, parts, kernels, addend):
@@ -214,26 +231,24 @@ def _split_conv_fwd(kinds, parts, kernels, addend):
     need = tuple(p.perturbed for p in parts)
     parts, kernels, addend = (tuple(p.value for p in parts), tuple(k.value for k in kernels), addend.value)
     out = _call_forward(kinds, parts, kernels, addend)
-    # which parts need an input gradient, as the residuals' structure: () yes, None no
-    return out, (parts, kernels, addend, tuple(() if n else None for n in need))
+    return out, (parts, kernels, addend, _need_marks(need))
 
 
-def _call_forward(kinds, parts, kernels, addend):
-    call = buffer_callback(functools.partial(_forward, kinds=tuple(kinds), addend_ndim=addend.ndim),
-                           _out_shape(kinds, parts, kernels), vmap_method="expand_dims")
-    return call(*parts, *kernels, addend)
+def _need_marks(need: tuple[bool, ...]) -> tuple:
+    """Which parts need an input gradient, carried to the backward pass in the residuals'
+    tree structure (residual leaves must be arrays): ``()`` for yes, ``None`` for no."""
+    return tuple(() if n else None for n in need)
 
 
 def _split_conv_bwd(kinds, res, g):
     parts, kernels, addend, marks = res
     need = tuple(m is not None for m in marks)
-    if isinstance(g, SymbolicZero):
-        g = jax.numpy.zeros(g.shape, g.dtype)
-    shapes = (tuple(_shape(x) for x, n in zip(parts, need) if n) + tuple(_shape(k) for k in kernels)
-              + (_shape(addend),))
+    if isinstance(g, SymbolicZero):  # nothing downstream depends on the output
+        return tuple(None for _ in parts), tuple(None for _ in kernels), None
+    shapes = tuple(_shape(x) for x, n in zip(parts, need) if n) + tuple(_shape(k) for k in kernels) + (_shape(addend),)
     call = buffer_callback(functools.partial(_backward, kinds=tuple(kinds), addend_ndim=addend.ndim, need=need),
                            shapes, vmap_method="expand_dims")
-    grads = iter(call(*parts, *kernels, addend, g))
+    grads = iter(call(*parts, *kernels, g))
     part_grads = tuple(next(grads) if n else None for n in need)
     kernel_grads = tuple(next(grads) for _ in kernels)
     return part_grads, kernel_grads, next(grads)

@@ -10,7 +10,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from keycld.model import networks
+from keycld.model import networks, onednn
 from keycld.model.dynamics import Dynamics
 from keycld.model.integrators import rollout, rollout_actions
 from keycld.model.keypoints import augment, central_differences, spatial_softmax, unaugment
@@ -40,8 +40,8 @@ class KeyCLD:
             object.__setattr__(self, "system", systems.get(self.system))
         if not isinstance(self.system, System):
             raise TypeError(f"system must be a keycld.System, got {type(self.system).__name__}")
-        if self.conv_backend not in ("xla", "onednn"):
-            raise ValueError(f"conv_backend {self.conv_backend!r} is not one of xla, onednn "
+        if self.conv_backend not in onednn.COMPUTE_BACKENDS:
+            raise ValueError(f"conv_backend {self.conv_backend!r} is not one of {', '.join(onednn.COMPUTE_BACKENDS)} "
                              "(keycld.model.onednn.resolve turns 'auto' into one of them)")
         if self.conv_backend == "onednn" and not self.fast_convs:
             raise ValueError("conv_backend 'onednn' computes the fast networks' function: it needs fast_convs=True")

@@ -174,36 +174,33 @@ class SplitConv(nn.Module):
         channels = [p.shape[-1] for _, p in parts]
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, sum(channels), self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        for kind, _ in parts:
+            if kind not in ("full", "up", "static"):
+                raise ValueError(f"unknown part kind {kind!r}; allowed: full, up, static")
+        starts = np.cumsum([0, *channels[:-1]])
+        weights = [kernel[:, :, s:s + c] for s, c in zip(starts, channels)]  # each part's input channels
         if self.backend == "onednn":
-            return self._onednn(parts, channels, kernel, bias)
+            return self._onednn(parts, weights, bias)
         if self.backend != "xla":
-            raise ValueError(f"SplitConv backend {self.backend!r} is not one of xla, onednn")
-        out, start = 0.0, 0
-        for (kind, x), c in zip(parts, channels):
-            w = kernel[:, :, start:start + c]
-            start += c
+            raise ValueError(f"SplitConv backend {self.backend!r} is not one of {', '.join(onednn.COMPUTE_BACKENDS)}")
+        out = 0.0
+        for (kind, x), w in zip(parts, weights):
             if kind == "full":
                 out = out + (conv3x3(x, w) if self.fast else _conv(x, w, "SAME"))
             elif kind == "up":
                 out = out + (upsampled_conv(x, w) if self.fast else _conv(_upsample(x), w, "SAME"))
-            elif kind == "static":
+            else:  # static
                 out = out + _conv(x[None], w, "SAME")
-            else:
-                raise ValueError(f"unknown part kind {kind!r}; allowed: full, up, static")
         return add_channel_bias(out, bias) if self.fast else out + bias
 
-    def _onednn(self, parts, channels, kernel, bias):
+    def _onednn(self, parts, weights, bias):
         if not self.fast:
             raise ValueError("conv backend 'onednn' computes the fast networks' function; it needs fast=True")
-        kinds, inputs, kernels, addend, start = [], [], [], bias, 0
-        for (kind, x), c in zip(parts, channels):
-            w = kernel[:, :, start:start + c]
-            start += c
+        kinds, inputs, kernels, addend = [], [], [], bias
+        for (kind, x), w in zip(parts, weights):
             if kind == "static":  # convolved once, in XLA; added to every frame with the bias
                 addend = addend + _conv(x[None], w, "SAME")[0]
                 continue
-            if kind not in ("full", "up"):
-                raise ValueError(f"unknown part kind {kind!r}; allowed: full, up, static")
             kinds.append(kind)
             inputs.append(x)
             kernels.append(w if kind == "full" else _phase_kernel(w))

@@ -37,7 +37,8 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 from jax.experimental.buffer_callback import buffer_callback
 
-BACKENDS = ("auto", "xla", "onednn")
+COMPUTE_BACKENDS = ("xla", "onednn")  # what a model computes with
+BACKENDS = ("auto", *COMPUTE_BACKENDS)  # what a user may ask for (``resolve``)
 KINDS = ("full", "up")
 
 
